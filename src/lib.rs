@@ -1,0 +1,3 @@
+pub mod message;
+pub mod outbox;
+pub mod upstream;

@@ -1,0 +1,225 @@
+//! The background thread that groups writes into one transaction per commit interval and
+//! enforces the limits (`max_bytes`, `max_age`, memory).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Instant, SystemTime};
+
+use super::queue::DropReason;
+use super::store::{self, SEQ_BLOCK};
+use super::{Durability, Shared, lock};
+
+pub(super) fn run(sh: Arc<Shared>, wake: Receiver<()>) {
+    let interval = sh.cfg.commit_interval();
+    let mut last_limits = Instant::now();
+    loop {
+        let woken = wake.recv_timeout(interval);
+        let (crashed, closing) = {
+            let st = lock(&sh.state);
+            (st.crashed, st.closing)
+        };
+        if crashed {
+            let _ = sh.stopped.send(Some(0));
+            return;
+        }
+        let closing = closing || woken == Err(RecvTimeoutError::Disconnected);
+        cycle(&sh, closing);
+        if closing || last_limits.elapsed() >= interval {
+            enforce_limits(&sh);
+            last_limits = Instant::now();
+        }
+        {
+            let mut st = lock(&sh.state);
+            let limit = sh.cfg.memory_limit;
+            st.q.trim_memory(limit);
+        }
+        if closing {
+            let unflushed = lock(&sh.state).q.unstored_count;
+            if unflushed > 0 {
+                tracing::error!(
+                    messages = unflushed,
+                    "outbox: could not write every message at shutdown; they are lost"
+                );
+            }
+            let _ = sh.stopped.send(Some(unflushed));
+            return;
+        }
+    }
+}
+
+/// One grouped transaction: rows due for disk, acknowledged deletes, counters.
+fn cycle(sh: &Shared, closing: bool) {
+    let now = Instant::now();
+    let always = sh.cfg.durability == Durability::Always;
+    let (rows, deletes, meta, new_reserved) = {
+        let mut st = lock(&sh.state);
+        let all = closing
+            || always
+            || st.force
+            || !st.connected
+            || st.q.mem_bytes > sh.cfg.memory_limit;
+        st.force = false;
+        let spill_before = now.checked_sub(sh.cfg.spill_after).unwrap_or(now);
+        let rows = st.q.to_write(all, spill_before);
+        let deletes: Vec<u64> = std::mem::take(&mut st.q.pending_deletes).into_iter().collect();
+        let mut meta = Vec::new();
+        let mut new_reserved = None;
+        if st.q.next_seq + SEQ_BLOCK / 2 > st.q.reserved {
+            let r = st.q.next_seq + SEQ_BLOCK;
+            meta.push(("seq_reserved", r));
+            new_reserved = Some(r);
+        }
+        if !rows.is_empty() || !deletes.is_empty() {
+            meta.push(("dropped_total", st.q.dropped()));
+        }
+        (rows, deletes, meta, new_reserved)
+    };
+    if rows.is_empty() && deletes.is_empty() && meta.is_empty() {
+        // Nothing to write; still tell waiters where durability stands (e.g. all acked).
+        publish_durable(sh);
+        return;
+    }
+    let res = store::commit(&mut lock(&sh.writer), &rows, &deletes, &meta);
+    let mut st = lock(&sh.state);
+    match res {
+        Ok(()) => {
+            let seqs: Vec<u64> = rows.iter().map(|m| m.seq).collect();
+            st.q.mark_written(&seqs);
+            if let Some(r) = new_reserved {
+                st.q.reserved = r;
+            }
+            if st.degraded {
+                tracing::warn!("outbox: writing works again");
+            }
+            st.degraded = false;
+            let upto = st.q.durable_upto();
+            drop(st);
+            if !rows.is_empty() {
+                metrics::counter!("edgebus_outbox_spilled_total").increment(rows.len() as u64);
+            }
+            sh.durable.send_modify(|d| d.upto = upto);
+            if always && !rows.is_empty() {
+                sh.sendable.notify_one();
+            }
+        }
+        Err(e) => {
+            st.q.pending_deletes.extend(deletes);
+            let first = !st.degraded;
+            st.degraded = true;
+            drop(st);
+            if store::is_full(&e) {
+                sh.full_errors.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("edgebus_outbox_full_disk_errors_total").increment(1);
+            } else {
+                sh.write_errors.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("edgebus_outbox_write_errors_total").increment(1);
+            }
+            if first {
+                tracing::error!(
+                    error = %e,
+                    pending = rows.len(),
+                    "outbox: commit failed; messages are kept in memory and writing is retried"
+                );
+            }
+            sh.durable.send_modify(|d| d.failures += 1);
+            // Degraded `always` mode publishes from memory rather than stalling.
+            if always {
+                sh.sendable.notify_one();
+            }
+        }
+    }
+}
+
+fn publish_durable(sh: &Shared) {
+    let upto = lock(&sh.state).q.durable_upto();
+    sh.durable.send_if_modified(|d| {
+        let changed = d.upto != upto;
+        d.upto = upto;
+        changed
+    });
+}
+
+/// Drops the oldest messages beyond `max_bytes` or older than `max_age`, counted exactly.
+/// Runs under the state lock so acknowledgements cannot race the accounting.
+fn enforce_limits(sh: &Shared) {
+    let cutoff_ms = SystemTime::now()
+        .checked_sub(sh.cfg.max_age)
+        .map_or(i64::MIN, store::to_ms);
+    let mut st = lock(&sh.state);
+    let max_bytes = sh.cfg.max_bytes;
+    // Cold rows first: they are the oldest.
+    while st.q.cold_count() > 0 {
+        let below = st.q.mem_lo();
+        let mut w = lock(&sh.writer);
+        let rows = match store::oldest(&w, below, 512) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox: reading the oldest rows failed");
+                break;
+            }
+        };
+        let mut excess = st.q.total_bytes().saturating_sub(max_bytes);
+        let mut victims = Vec::new();
+        for &(seq, size, ts) in &rows {
+            if st.q.pending_deletes.contains(&seq) {
+                continue; // acknowledged already: not a drop
+            }
+            if excess > 0 {
+                excess = excess.saturating_sub(size);
+                victims.push((seq, size, DropReason::MaxBytes));
+            } else if ts < cutoff_ms {
+                victims.push((seq, size, DropReason::MaxAge));
+            } else {
+                break;
+            }
+        }
+        let Some(&(through, _, _)) = victims.last() else {
+            break;
+        };
+        let acked: Vec<u64> = st.q.pending_deletes.range(..=through).copied().collect();
+        let dropped_after = st.q.dropped() + victims.len() as u64;
+        match store::delete_through(&mut w, through, below, &acked, &[("dropped_total", dropped_after)]) {
+            Ok(()) => {
+                for seq in &acked {
+                    st.q.pending_deletes.remove(seq);
+                }
+                for &(seq, size, reason) in &victims {
+                    st.q.dropped_cold(seq, size, reason);
+                }
+                let n = victims.len() as u64;
+                tracing::warn!(messages = n, "outbox: limit reached, dropped the oldest messages");
+                metrics::counter!("edgebus_outbox_dropped_total", "reason" => "limit").increment(n);
+            }
+            Err(e) => {
+                if store::is_full(&e) {
+                    sh.full_errors.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    sh.write_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::warn!(error = %e, "outbox: dropping the oldest rows failed");
+                break;
+            }
+        }
+        if rows.len() < 512 && victims.len() < rows.len() {
+            break;
+        }
+    }
+    // Then memory, once nothing older is on disk.
+    while st.q.cold_count() == 0 {
+        let over = st.q.total_bytes() > max_bytes;
+        let old = st
+            .q
+            .mem
+            .front()
+            .is_some_and(|e| store::to_ms(e.msg.ts) < cutoff_ms);
+        if !over && !old {
+            break;
+        }
+        let reason = if over { DropReason::MaxBytes } else { DropReason::MaxAge };
+        if st.q.drop_mem_front(reason).is_none() {
+            break;
+        }
+        metrics::counter!("edgebus_outbox_dropped_total", "reason" => "limit").increment(1);
+    }
+}
