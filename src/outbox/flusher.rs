@@ -62,7 +62,9 @@ fn cycle(sh: &Shared, closing: bool) {
         st.force = false;
         let spill_before = now.checked_sub(sh.cfg.spill_after).unwrap_or(now);
         let rows = st.q.to_write(all, spill_before);
-        let deletes: Vec<u64> = std::mem::take(&mut st.q.pending_deletes).into_iter().collect();
+        st.q.writing = rows.iter().map(|m| m.seq).collect();
+        // Kept in `pending_deletes` until committed, so a concurrent backlog read skips them.
+        let deletes: Vec<u64> = st.q.pending_deletes.iter().copied().collect();
         let mut meta = Vec::new();
         let mut new_reserved = None;
         if st.q.next_seq + SEQ_BLOCK / 2 > st.q.reserved {
@@ -81,10 +83,15 @@ fn cycle(sh: &Shared, closing: bool) {
         return;
     }
     let res = store::commit(&mut lock(&sh.writer), &rows, &deletes, &meta);
+    // Lock order: reader, state, writer (see `Outbox::next_batch`).
+    let reader = lock(&sh.reader);
     let mut st = lock(&sh.state);
     match res {
         Ok(()) => {
             let seqs: Vec<u64> = rows.iter().map(|m| m.seq).collect();
+            for seq in &deletes {
+                st.q.pending_deletes.remove(seq);
+            }
             st.q.mark_written(&seqs);
             if let Some(r) = new_reserved {
                 st.q.reserved = r;
@@ -95,6 +102,7 @@ fn cycle(sh: &Shared, closing: bool) {
             st.degraded = false;
             let upto = st.q.durable_upto();
             drop(st);
+            drop(reader);
             if !rows.is_empty() {
                 metrics::counter!("edgebus_outbox_spilled_total").increment(rows.len() as u64);
             }
@@ -104,10 +112,11 @@ fn cycle(sh: &Shared, closing: bool) {
             }
         }
         Err(e) => {
-            st.q.pending_deletes.extend(deletes);
+            st.q.writing.clear();
             let first = !st.degraded;
             st.degraded = true;
             drop(st);
+            drop(reader);
             if store::is_full(&e) {
                 sh.full_errors.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("edgebus_outbox_full_disk_errors_total").increment(1);
@@ -146,6 +155,7 @@ fn enforce_limits(sh: &Shared) {
     let cutoff_ms = SystemTime::now()
         .checked_sub(sh.cfg.max_age)
         .map_or(i64::MIN, store::to_ms);
+    let _reader = lock(&sh.reader);
     let mut st = lock(&sh.state);
     let max_bytes = sh.cfg.max_bytes;
     // Cold rows first: they are the oldest.

@@ -398,6 +398,9 @@ impl Outbox {
             return Vec::new();
         }
         loop {
+            // Held from the read to `accept_cold`: the flusher takes it before forgetting a
+            // committed delete, so a row read just before its delete is still recognised.
+            let reader = lock(&sh.reader);
             let (from, below) = {
                 let mut st = lock(&sh.state);
                 if st.crashed {
@@ -410,7 +413,7 @@ impl Outbox {
                     return st.q.take_mem(max, committed_only);
                 }
             };
-            let rows = match store::read_window(&lock(&sh.reader), from, below, max) {
+            let rows = match store::read_window(&reader, from, below, max) {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox: reading the backlog failed; retrying");
@@ -424,6 +427,7 @@ impl Outbox {
                 rows.last().map_or(below, |(m, _)| m.seq + 1)
             };
             let out = lock(&sh.state).q.accept_cold(rows, scanned_to);
+            drop(reader);
             if !out.is_empty() {
                 return out;
             }

@@ -55,6 +55,9 @@ pub struct Queue {
     pub handed_cold: BTreeMap<u64, u64>,
     /// Disk rows acknowledged or dropped whose DELETE is not committed yet.
     pub pending_deletes: BTreeSet<u64>,
+    /// Seqs of the commit in progress (sorted): acknowledging one of them must schedule a
+    /// delete at once, or a backlog read could see the fresh row and hand it out again.
+    pub writing: Vec<u64>,
     /// Every queued seq at or below this was dropped (eviction is always oldest first).
     pub evicted_through: u64,
     pub dropped_bytes: u64,
@@ -129,6 +132,9 @@ impl Queue {
         } else {
             self.unstored_count -= 1;
             self.unstored_bytes -= e.size;
+            if self.writing.binary_search(&e.msg.seq).is_ok() {
+                self.pending_deletes.insert(e.msg.seq);
+            }
         }
         Some(e)
     }
@@ -205,6 +211,7 @@ impl Queue {
     /// After a successful commit of `seqs`: mark them on disk. A seq that left memory meanwhile
     /// (acknowledged or dropped) is now a stray row: schedule its delete.
     pub fn mark_written(&mut self, seqs: &[u64]) {
+        self.writing.clear();
         for &seq in seqs {
             match self.find(seq) {
                 Some(i) => {
