@@ -67,17 +67,13 @@ fn walk(
     issues: &mut Vec<SecretIssue>,
 ) {
     match v {
-        serde_json::Value::String(s) => {
-            if s.contains("${") {
-                match substitute(s, env) {
-                    Ok(new) => *s = new,
-                    Err(message) => issues.push(SecretIssue {
-                        path: path.clone(),
-                        message,
-                    }),
-                }
-            }
-        }
+        serde_json::Value::String(s) if s.contains("${") => match substitute(s, env) {
+            Ok(new) => *s = new,
+            Err(message) => issues.push(SecretIssue {
+                path: path.clone(),
+                message,
+            }),
+        },
         serde_json::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 walk(item, &path.index(i), env, issues);

@@ -22,7 +22,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn secs_to_duration(secs: f64) -> Result<Duration, String> {
-    if secs.is_finite() && secs >= 0.0 && secs < 1e12 {
+    if (0.0..1e12).contains(&secs) {
         Ok(Duration::from_secs_f64(secs))
     } else {
         Err(format!(
@@ -59,7 +59,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         }
     };
     let bytes = n * mult;
-    if bytes.is_finite() && bytes >= 0.0 && bytes < 1.8e19 {
+    if (0.0..1.8e19).contains(&bytes) {
         Ok(bytes as u64)
     } else {
         Err(format!("size `{t}` is out of range"))
