@@ -50,7 +50,12 @@ pub struct Message {
 }
 
 impl Message {
-    pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>, qos: QoS, retain: bool) -> Self {
+    pub fn new(
+        topic: impl Into<String>,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Self {
         Message {
             seq: 0,
             topic: topic.into(),
