@@ -8,7 +8,12 @@ use edgebus::message::{Message, QoS};
 use edgebus::outbox::{BufferConfig, Durability, Outbox, ROW_OVERHEAD, stats_from_file};
 
 fn msg(topic: &str, n: u64) -> Message {
-    Message::new(topic, format!("{n:08}").into_bytes(), QoS::AtLeastOnce, false)
+    Message::new(
+        topic,
+        format!("{n:08}").into_bytes(),
+        QoS::AtLeastOnce,
+        false,
+    )
 }
 
 fn cfg(d: Durability) -> BufferConfig {
@@ -67,7 +72,9 @@ async fn offline_link_down_commits_and_survives_restart_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let o = Outbox::open(dir.path(), &cfg(Durability::Offline)).unwrap();
     for n in 0..1000 {
-        o.push(msg(if n % 2 == 0 { "a" } else { "b" }, n)).await.unwrap();
+        o.push(msg(if n % 2 == 0 { "a" } else { "b" }, n))
+            .await
+            .unwrap();
     }
     wait_until(|| o.stats().durable_upto > 1000).await;
     assert_eq!(o.stats().on_disk, 1000);
@@ -81,7 +88,11 @@ async fn offline_link_down_commits_and_survives_restart_in_order() {
     assert_eq!(drain(&o), (0..1000).collect::<Vec<_>>());
     o.close().await.unwrap();
     let o = Outbox::open(dir.path(), &cfg(Durability::Offline)).unwrap();
-    assert_eq!(o.stats().depth, 0, "acknowledged rows were deleted at close");
+    assert_eq!(
+        o.stats().depth,
+        0,
+        "acknowledged rows were deleted at close"
+    );
     o.close().await.unwrap();
 }
 
@@ -188,13 +199,18 @@ async fn max_bytes_evicts_oldest_counted_exactly() {
             tokio::time::sleep(Duration::from_millis(30)).await; // let some reach the disk
         }
     }
-    wait_until(|| o.stats().bytes <= c.max_bytes && o.stats().durable_upto >= o.stats().next_seq).await;
+    wait_until(|| o.stats().bytes <= c.max_bytes && o.stats().durable_upto >= o.stats().next_seq)
+        .await;
     let s = o.stats();
     assert_eq!(s.depth, fit, "exactly what fits remains");
     assert_eq!(s.dropped, total - fit);
     assert_eq!(s.dropped_max_bytes, total - fit);
     let got = drain(&o);
-    assert_eq!(got, (total - fit..total).collect::<Vec<_>>(), "the newest remain, in order");
+    assert_eq!(
+        got,
+        (total - fit..total).collect::<Vec<_>>(),
+        "the newest remain, in order"
+    );
     o.close().await.unwrap();
     assert_eq!(stats_from_file(dir.path()).unwrap().dropped, total - fit);
 }
@@ -245,7 +261,9 @@ async fn large_backlog_lives_on_disk_and_drains_in_order() {
     let o = Outbox::open(dir.path(), &c).unwrap();
     let total = 100_000u64;
     for n in 0..total {
-        o.push(msg(if n % 3 == 0 { "x" } else { "y" }, n)).await.unwrap();
+        o.push(msg(if n % 3 == 0 { "x" } else { "y" }, n))
+            .await
+            .unwrap();
         if n % 5000 == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -332,7 +350,11 @@ async fn corrupt_file_is_quarantined_and_a_fresh_one_started() {
         let moved: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with("outbox.db.corrupt-"))
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("outbox.db.corrupt-")
+            })
             .collect();
         assert_eq!(moved.len(), 1, "garbage_header={garbage_header}");
         assert_eq!(stats_from_file(dir.path()).unwrap().depth, 1);

@@ -12,7 +12,11 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Push { topic: u8, len: u16, confirmed: bool },
+    Push {
+        topic: u8,
+        len: u16,
+        confirmed: bool,
+    },
     Take(usize),
     Ack(usize),
     Reconnect,
@@ -115,9 +119,16 @@ fn run(durability: Durability, ops: Vec<Op>) -> Result<(), TestCaseError> {
         for op in ops {
             let before = format!("{op:?}");
             let depth = o.stats().depth;
-            m.log.push(format!("{before} (depth {depth}, inflight {:?})", m.inflight));
+            m.log.push(format!(
+                "{before} (depth {depth}, inflight {:?})",
+                m.inflight
+            ));
             match op {
-                Op::Push { topic, len, confirmed } => {
+                Op::Push {
+                    topic,
+                    len,
+                    confirmed,
+                } => {
                     let id = m.next_id;
                     m.next_id += 1;
                     let t = format!("t/{topic}");
@@ -139,7 +150,10 @@ fn run(durability: Durability, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 Op::Take(n) => {
                     let b = o.next_batch(n);
-                    m.log.push(format!("  -> {:?}", b.iter().map(|x| x.seq).collect::<Vec<_>>()));
+                    m.log.push(format!(
+                        "  -> {:?}",
+                        b.iter().map(|x| x.seq).collect::<Vec<_>>()
+                    ));
                     prop_assert!(b.len() <= n);
                     check_batch(&mut m, &b)?;
                 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::units::{bytesize, duration};
+use crate::config::units::{bytesize, duration};
 
 /// When messages reach the SQLite file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -81,7 +81,10 @@ impl BufferConfig {
         }
         let ci = self.commit_interval();
         if ci < Duration::from_millis(1) || ci > Duration::from_secs(60) {
-            out.push(("commit_interval".into(), "must be between 1ms and 60s".into()));
+            out.push((
+                "commit_interval".into(),
+                "must be between 1ms and 60s".into(),
+            ));
         } else if self.durability == Durability::Always && ci > Duration::from_millis(100) {
             out.push((
                 "commit_interval".into(),

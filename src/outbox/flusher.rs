@@ -54,11 +54,8 @@ fn cycle(sh: &Shared, closing: bool) {
     let always = sh.cfg.durability == Durability::Always;
     let (rows, deletes, meta, new_reserved) = {
         let mut st = lock(&sh.state);
-        let all = closing
-            || always
-            || st.force
-            || !st.connected
-            || st.q.mem_bytes > sh.cfg.memory_limit;
+        let all =
+            closing || always || st.force || !st.connected || st.q.mem_bytes > sh.cfg.memory_limit;
         st.force = false;
         let spill_before = now.checked_sub(sh.cfg.spill_after).unwrap_or(now);
         let rows = st.q.to_write(all, spill_before);
@@ -189,7 +186,13 @@ fn enforce_limits(sh: &Shared) {
         };
         let acked: Vec<u64> = st.q.pending_deletes.range(..=through).copied().collect();
         let dropped_after = st.q.dropped() + victims.len() as u64;
-        match store::delete_through(&mut w, through, below, &acked, &[("dropped_total", dropped_after)]) {
+        match store::delete_through(
+            &mut w,
+            through,
+            below,
+            &acked,
+            &[("dropped_total", dropped_after)],
+        ) {
             Ok(()) => {
                 for seq in &acked {
                     st.q.pending_deletes.remove(seq);
@@ -198,7 +201,10 @@ fn enforce_limits(sh: &Shared) {
                     st.q.dropped_cold(seq, size, reason);
                 }
                 let n = victims.len() as u64;
-                tracing::warn!(messages = n, "outbox: limit reached, dropped the oldest messages");
+                tracing::warn!(
+                    messages = n,
+                    "outbox: limit reached, dropped the oldest messages"
+                );
                 metrics::counter!("edgebus_outbox_dropped_total", "reason" => "limit").increment(n);
             }
             Err(e) => {
@@ -218,15 +224,18 @@ fn enforce_limits(sh: &Shared) {
     // Then memory, once nothing older is on disk.
     while st.q.cold_count() == 0 {
         let over = st.q.total_bytes() > max_bytes;
-        let old = st
-            .q
-            .mem
-            .front()
-            .is_some_and(|e| store::to_ms(e.msg.ts) < cutoff_ms);
+        let old =
+            st.q.mem
+                .front()
+                .is_some_and(|e| store::to_ms(e.msg.ts) < cutoff_ms);
         if !over && !old {
             break;
         }
-        let reason = if over { DropReason::MaxBytes } else { DropReason::MaxAge };
+        let reason = if over {
+            DropReason::MaxBytes
+        } else {
+            DropReason::MaxAge
+        };
         if st.q.drop_mem_front(reason).is_none() {
             break;
         }

@@ -12,7 +12,6 @@ mod config;
 mod flusher;
 mod queue;
 mod store;
-pub mod units;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,7 +125,9 @@ impl Shared {
     }
 
     fn hard_memory_cap(&self) -> u64 {
-        self.cfg.max_bytes.min(self.cfg.memory_limit.saturating_mul(16))
+        self.cfg
+            .max_bytes
+            .min(self.cfg.memory_limit.saturating_mul(16))
     }
 }
 
@@ -231,7 +232,10 @@ impl Outbox {
         }
         let seq = st.q.push(msg, Instant::now());
         if st.q.next_seq >= st.q.reserved {
-            tracing::error!(seq, "outbox seq reservation not yet on disk (disk failing?)");
+            tracing::error!(
+                seq,
+                "outbox seq reservation not yet on disk (disk failing?)"
+            );
         }
         // Oldest first: in memory only when no older rows wait on disk; otherwise the flusher
         // evicts those (in its next cycle, counted exactly).
@@ -252,7 +256,8 @@ impl Outbox {
                 if st.q.drop_mem_front(DropReason::MaxBytes).is_none() {
                     break;
                 }
-                metrics::counter!("edgebus_outbox_dropped_total", "reason" => "memory").increment(1);
+                metrics::counter!("edgebus_outbox_dropped_total", "reason" => "memory")
+                    .increment(1);
             }
         }
         let always = sh.cfg.durability == Durability::Always;
@@ -357,7 +362,10 @@ impl Outbox {
         let mem_oldest = q.mem.front().map(|e| e.msg.ts);
         drop(st);
         let oldest = if cold {
-            store::oldest_ts(&lock(&sh.reader)).ok().flatten().map(store::from_ms)
+            store::oldest_ts(&lock(&sh.reader))
+                .ok()
+                .flatten()
+                .map(store::from_ms)
         } else {
             mem_oldest
         };
@@ -484,7 +492,9 @@ impl Outbox {
     #[doc(hidden)]
     pub fn set_max_page_count(&self, pages: u64) -> Result<u64, OutboxError> {
         let w = lock(&self.shared().writer);
-        let n: i64 = w.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get(0))?;
+        let n: i64 = w.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+            r.get(0)
+        })?;
         Ok(n as u64)
     }
 
@@ -504,8 +514,11 @@ pub fn stats_from_file(data_dir: &Path) -> Result<OutboxStats, OutboxError> {
         depth: count,
         bytes,
         on_disk: count,
-        oldest_age: oldest
-            .map(|ms| SystemTime::now().duration_since(store::from_ms(ms)).unwrap_or_default()),
+        oldest_age: oldest.map(|ms| {
+            SystemTime::now()
+                .duration_since(store::from_ms(ms))
+                .unwrap_or_default()
+        }),
         dropped,
         next_seq: reserved,
         ..Default::default()

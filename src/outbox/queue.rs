@@ -317,7 +317,10 @@ mod tests {
         assert!(!q.ack(2), "second ack of the same seq is ignored");
         q.rewind();
         let c = q.take_mem(10, false);
-        assert_eq!(c.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 3, 4, 5]);
+        assert_eq!(
+            c.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            vec![1, 3, 4, 5]
+        );
         assert_eq!(q.depth(), 4);
     }
 
@@ -382,6 +385,9 @@ mod tests {
         let mut old = msg("t");
         old.seq = 1;
         let stale = q.accept_cold(vec![(old, 41)], 2);
-        assert!(stale.is_empty(), "a row read before its eviction is not handed out");
+        assert!(
+            stale.is_empty(),
+            "a row read before its eviction is not handed out"
+        );
     }
 }

@@ -40,7 +40,10 @@ pub struct OpenInfo {
 }
 
 pub fn is_corruption(e: &rusqlite::Error) -> bool {
-    matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase))
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
 }
 
 pub fn is_full(e: &rusqlite::Error) -> bool {
@@ -245,13 +248,24 @@ pub fn read_window(
 }
 
 /// Oldest rows below `below`: (seq, size, ts_ms), seq order.
-pub fn oldest(conn: &Connection, below: u64, limit: usize) -> rusqlite::Result<Vec<(u64, u64, i64)>> {
+pub fn oldest(
+    conn: &Connection,
+    below: u64,
+    limit: usize,
+) -> rusqlite::Result<Vec<(u64, u64, i64)>> {
     let mut st = conn.prepare_cached(
         "SELECT seq, size, ts_ms FROM outbox WHERE seq < ?1 ORDER BY seq LIMIT ?2",
     )?;
-    let rows = st.query_map(params![below.min(i64::MAX as u64) as i64, limit as i64], |r| {
-        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?.max(0) as u64, r.get(2)?))
-    })?;
+    let rows = st.query_map(
+        params![below.min(i64::MAX as u64) as i64, limit as i64],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, i64>(1)?.max(0) as u64,
+                r.get(2)?,
+            ))
+        },
+    )?;
     rows.collect()
 }
 
@@ -281,8 +295,10 @@ pub fn delete_through(
 }
 
 pub fn oldest_ts(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    conn.query_row("SELECT ts_ms FROM outbox ORDER BY seq LIMIT 1", [], |r| r.get(0))
-        .optional()
+    conn.query_row("SELECT ts_ms FROM outbox ORDER BY seq LIMIT 1", [], |r| {
+        r.get(0)
+    })
+    .optional()
 }
 
 /// Read-only figures for `edgebus buffer stats` while the gateway runs.
