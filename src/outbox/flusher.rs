@@ -13,8 +13,16 @@ use super::{Durability, Shared, lock};
 pub(super) fn run(sh: Arc<Shared>, wake: Receiver<()>) {
     let interval = sh.cfg.commit_interval();
     let mut last_limits = Instant::now();
+    let mut last_rows = Instant::now();
     loop {
-        let woken = wake.recv_timeout(interval);
+        // Sleep until the next commit is due, or until woken (acknowledgements to delete,
+        // memory pressure, link down, sync, close).
+        let wait = interval.saturating_sub(last_rows.elapsed());
+        let woken = if wait.is_zero() {
+            Ok(())
+        } else {
+            wake.recv_timeout(wait)
+        };
         let (crashed, closing) = {
             let st = lock(&sh.state);
             (st.crashed, st.closing)
@@ -24,7 +32,10 @@ pub(super) fn run(sh: Arc<Shared>, wake: Receiver<()>) {
             return;
         }
         let closing = closing || woken == Err(RecvTimeoutError::Disconnected);
-        cycle(&sh, closing);
+        let due = last_rows.elapsed() >= interval;
+        if cycle(&sh, closing, due) {
+            last_rows = Instant::now();
+        }
         if closing || last_limits.elapsed() >= interval {
             enforce_limits(&sh);
             last_limits = Instant::now();
@@ -48,17 +59,27 @@ pub(super) fn run(sh: Arc<Shared>, wake: Receiver<()>) {
     }
 }
 
-/// One grouped transaction: rows due for disk, acknowledged deletes, counters.
-fn cycle(sh: &Shared, closing: bool) {
+/// One grouped transaction: rows due for disk, acknowledged deletes, counters. Rows are
+/// written when `due` (once per commit interval) or when something cannot wait; deletes of
+/// acknowledged rows go at once, so few acknowledged messages can come back after a crash.
+/// Returns whether rows were considered (the interval restarts).
+fn cycle(sh: &Shared, closing: bool, due: bool) -> bool {
     let now = Instant::now();
     let always = sh.cfg.durability == Durability::Always;
-    let (rows, deletes, meta, new_reserved) = {
+    let (rows, deletes, meta, new_reserved, rows_considered) = {
         let mut st = lock(&sh.state);
-        let all =
-            closing || always || st.force || !st.connected || st.q.mem_bytes > sh.cfg.memory_limit;
+        let urgent = closing
+            || st.force
+            || st.q.mem_bytes > sh.cfg.memory_limit
+            || (always && st.q.unstored_count >= 8192);
+        let all = urgent || (due && (always || !st.connected));
         st.force = false;
         let spill_before = now.checked_sub(sh.cfg.spill_after).unwrap_or(now);
-        let rows = st.q.to_write(all, spill_before);
+        let rows = if all || due {
+            st.q.to_write(all, spill_before)
+        } else {
+            Vec::new()
+        };
         st.q.writing = rows.iter().map(|m| m.seq).collect();
         // Kept in `pending_deletes` until committed, so a concurrent backlog read skips them.
         let deletes: Vec<u64> = st.q.pending_deletes.iter().copied().collect();
@@ -72,14 +93,17 @@ fn cycle(sh: &Shared, closing: bool) {
         if !rows.is_empty() || !deletes.is_empty() {
             meta.push(("dropped_total", st.q.dropped()));
         }
-        (rows, deletes, meta, new_reserved)
+        (rows, deletes, meta, new_reserved, all || due)
     };
     if rows.is_empty() && deletes.is_empty() && meta.is_empty() {
         // Nothing to write; still tell waiters where durability stands (e.g. all acked).
         publish_durable(sh);
-        return;
+        return rows_considered;
     }
-    let res = store::commit(&mut lock(&sh.writer), &rows, &deletes, &meta);
+    // New rows must survive a power cut (fsync); a delete-only commit need not: losing it
+    // means a duplicate, never a loss.
+    let full_sync = !rows.is_empty();
+    let res = store::commit(&mut lock(&sh.writer), &rows, &deletes, &meta, full_sync);
     // Lock order: reader, state, writer (see `Outbox::next_batch`).
     let reader = lock(&sh.reader);
     let mut st = lock(&sh.state);
@@ -104,7 +128,7 @@ fn cycle(sh: &Shared, closing: bool) {
                 metrics::counter!("edgebus_outbox_spilled_total").increment(rows.len() as u64);
             }
             sh.durable.send_modify(|d| d.upto = upto);
-            if always && !rows.is_empty() {
+            if (always && !rows.is_empty()) || !deletes.is_empty() {
                 sh.sendable.notify_one();
             }
         }
@@ -135,6 +159,7 @@ fn cycle(sh: &Shared, closing: bool) {
             }
         }
     }
+    rows_considered
 }
 
 fn publish_durable(sh: &Shared) {

@@ -388,6 +388,11 @@ impl Outbox {
             }
         };
         sh.sendable.notify_one();
+        // The thread has signalled and is returning: join it so its hold on the file ends now.
+        let thread = lock(&self.inner.thread).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
         if unflushed > 0 {
             Err(OutboxError::Unflushed(unflushed))
         } else {
@@ -450,8 +455,28 @@ impl Outbox {
     /// The broker acknowledged `seq` (QoS 0: it was written to the socket): it leaves the
     /// outbox. Unknown seqs (dropped meanwhile) are ignored.
     pub fn ack(&self, seq: u64) {
-        if lock(&self.shared().state).q.ack(seq) {
+        let (known, to_delete) = {
+            let mut st = lock(&self.shared().state);
+            (st.q.ack(seq), !st.q.pending_deletes.is_empty())
+        };
+        if known {
             metrics::counter!("edgebus_outbox_acked_total").increment(1);
+        }
+        if to_delete {
+            self.shared().wake();
+        }
+    }
+
+    /// Acknowledged messages whose row is not deleted on disk yet: after a crash they would be
+    /// sent again. The upstream counts them against its in-flight window, so duplicates after
+    /// a crash stay within that window.
+    /// While the disk refuses writes this is 0, so delivery goes on from memory.
+    pub fn uncommitted_acks(&self) -> usize {
+        let st = lock(&self.shared().state);
+        if st.degraded {
+            0
+        } else {
+            st.q.pending_deletes.len()
         }
     }
 

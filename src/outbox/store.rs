@@ -179,7 +179,9 @@ pub fn commit(
     rows: &[Message],
     deletes: &[u64],
     meta: &[(&str, u64)],
+    full_sync: bool,
 ) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "synchronous", if full_sync { "FULL" } else { "NORMAL" })?;
     let tx = conn.transaction()?;
     {
         let mut ins = tx.prepare_cached(

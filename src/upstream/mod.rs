@@ -356,9 +356,14 @@ impl Upstream {
         }
         let window = self.spec.inflight as usize;
         loop {
-            // Fill the window from the outbox.
-            while t.outstanding() < window {
-                let batch = self.outbox.next_batch(window - t.outstanding());
+            // Fill the window from the outbox. Acknowledged rows not yet deleted on disk count
+            // too: after a crash they come back, and duplicates must stay within the window.
+            loop {
+                let busy = t.outstanding() + self.outbox.uncommitted_acks();
+                if busy >= window {
+                    break;
+                }
+                let batch = self.outbox.next_batch(window - busy);
                 if batch.is_empty() {
                     break;
                 }
@@ -378,7 +383,6 @@ impl Upstream {
                     self.handle.update(|s| s.published += 1);
                 }
             }
-            let room = t.outstanding() < window;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -407,7 +411,8 @@ impl Upstream {
                         return End::Lost;
                     }
                 }
-                _ = self.outbox.wait_sendable(Duration::from_millis(500)), if room => {}
+                // Also wakes when deletes are committed (room in the window again).
+                _ = self.outbox.wait_sendable(Duration::from_millis(500)) => {}
             }
         }
     }
