@@ -11,7 +11,7 @@ mod conn;
 mod tls;
 mod tracker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -89,6 +89,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct UpstreamHandle {
     shared: Arc<HandleShared>,
 }
+
+/// QoS 2 publishes in flight at most (below mosquitto's default receive maximum of 20).
+pub const QOS2_WINDOW: usize = 16;
 
 /// Capacity of each downlink receiver.
 pub const DOWNLINK_QUEUE: usize = 1024;
@@ -355,19 +358,17 @@ impl Upstream {
             return End::Lost;
         }
         let window = self.spec.inflight as usize;
+        let mut held: VecDeque<crate::message::Message> = VecDeque::new();
         loop {
             // Fill the window from the outbox. Acknowledged rows not yet deleted on disk count
             // too: after a crash they come back, and duplicates must stay within the window.
+            // QoS 2 has its own, smaller cap; a held message waits in order.
             loop {
-                let busy = t.outstanding() + self.outbox.uncommitted_acks();
-                if busy >= window {
-                    break;
-                }
-                let batch = self.outbox.next_batch(window - busy);
-                if batch.is_empty() {
-                    break;
-                }
-                for m in batch {
+                while let Some(m) = held.front() {
+                    if m.qos == QoS::ExactlyOnce && t.outstanding_qos2() >= QOS2_WINDOW {
+                        break;
+                    }
+                    let Some(m) = held.pop_front() else { break };
                     if let Some(why) = unsendable(&m.topic, m.payload.len()) {
                         tracing::error!(topic = %m.topic, seq = m.seq, why, "message can never be published; dropped");
                         metrics::counter!("edgebus_upstream_rejected_total").increment(1);
@@ -382,6 +383,15 @@ impl Upstream {
                     t.requested(Tag::Msg(m.seq), m.qos);
                     self.handle.update(|s| s.published += 1);
                 }
+                let busy = t.outstanding() + held.len() + self.outbox.uncommitted_acks();
+                if !held.is_empty() || busy >= window {
+                    break;
+                }
+                let batch = self.outbox.next_batch(window - busy);
+                if batch.is_empty() {
+                    break;
+                }
+                held.extend(batch);
             }
             tokio::select! {
                 biased;

@@ -23,7 +23,7 @@ pub struct Tracker {
     /// Requested, not yet written (request order).
     queued: VecDeque<(Tag, QoS)>,
     /// Written, awaiting acknowledgement.
-    inflight: HashMap<u16, Tag>,
+    inflight: HashMap<u16, (Tag, QoS)>,
 }
 
 impl Tracker {
@@ -39,7 +39,7 @@ impl Tracker {
         if qos == QoS::AtMostOnce {
             return Some(tag);
         }
-        if let Some(old) = self.inflight.insert(pkid, tag) {
+        if let Some(old) = self.inflight.insert(pkid, (tag, qos)) {
             // The client never reuses an unacknowledged id; if it did, the old message stays
             // in the outbox and is sent again after the next reconnect.
             tracing::warn!(
@@ -53,7 +53,21 @@ impl Tracker {
 
     /// PUBACK / PUBCOMP for `pkid`.
     pub fn acked(&mut self, pkid: u16) -> Option<Tag> {
-        self.inflight.remove(&pkid)
+        self.inflight.remove(&pkid).map(|(t, _)| t)
+    }
+
+    /// QoS 2 publishes not yet complete (brokers cap these per client: mosquitto
+    /// disconnects a 3.1.1 client that exceeds its `max_inflight_messages`, 20 by default).
+    pub fn outstanding_qos2(&self) -> usize {
+        self.queued
+            .iter()
+            .filter(|(_, q)| *q == QoS::ExactlyOnce)
+            .count()
+            + self
+                .inflight
+                .values()
+                .filter(|(_, q)| *q == QoS::ExactlyOnce)
+                .count()
     }
 
     /// Requests not yet acknowledged (queued + written).
@@ -64,7 +78,7 @@ impl Tracker {
     /// Whether the status message is still unacknowledged.
     pub fn status_pending(&self) -> bool {
         self.queued.iter().any(|(t, _)| *t == Tag::Status)
-            || self.inflight.values().any(|t| *t == Tag::Status)
+            || self.inflight.values().any(|(t, _)| *t == Tag::Status)
     }
 }
 
