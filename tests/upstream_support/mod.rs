@@ -66,8 +66,10 @@ impl Broker {
     pub fn start_on(port: u16, extra: &str) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("mosquitto.conf");
+        // As root, mosquitto drops to user `mosquitto`, which cannot write our temp dir.
+        let user = if unsafe { libc::geteuid() } == 0 { "user root\n" } else { "" };
         let text = format!(
-            "persistence true\n\
+            "{user}persistence true\n\
              persistence_location {dir}/\n\
              log_dest file {dir}/mosquitto.log\n\
              log_type error\nlog_type warning\nlog_type notice\n\
