@@ -24,7 +24,8 @@ async fn delivers_in_order_with_status_and_downlink() {
     let data = tempfile::tempdir().unwrap();
     let gw = Gateway::start(data.path(), &BufferConfig::default(), &plain(broker.port));
     let mut downlink = gw.handle.incoming();
-    gw.handle.subscribe("test/gw/+/set".into(), QoS::AtLeastOnce);
+    gw.handle
+        .subscribe("test/gw/+/set".into(), QoS::AtLeastOnce);
     let ts = topics(3);
     for n in 0..3000u64 {
         let t = &ts[(n % 3) as usize];
@@ -50,9 +51,14 @@ async fn delivers_in_order_with_status_and_downlink() {
         10,
     );
     tokio::spawn(async move { while el.poll().await.is_ok() {} });
-    c.publish("test/gw/valve/set", rumqttc::QoS::AtLeastOnce, false, "open")
-        .await
-        .unwrap();
+    c.publish(
+        "test/gw/valve/set",
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        "open",
+    )
+    .await
+    .unwrap();
     let m = tokio::time::timeout(Duration::from_secs(10), downlink.recv())
         .await
         .expect("downlink in time")
@@ -61,7 +67,11 @@ async fn delivers_in_order_with_status_and_downlink() {
     assert_eq!(&m.payload[..], b"open");
 
     gw.stop().await;
-    assert!(eventually(5, || rec.on(STATUS).last().map(|v| v.as_slice()) == Some(b"offline")).await);
+    assert!(
+        eventually(5, || rec.on(STATUS).last().map(|v| v.as_slice())
+            == Some(b"offline"))
+        .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,8 +84,19 @@ async fn qos0_and_qos2_are_delivered_and_removed() {
     let data = tempfile::tempdir().unwrap();
     let gw = Gateway::start(data.path(), &BufferConfig::default(), &plain(broker.port));
     for n in 0..200u64 {
-        let mut m = numbered(if n % 2 == 0 { "test/q/zero" } else { "test/q/two" }, n / 2);
-        m.qos = if n % 2 == 0 { QoS::AtMostOnce } else { QoS::ExactlyOnce };
+        let mut m = numbered(
+            if n % 2 == 0 {
+                "test/q/zero"
+            } else {
+                "test/q/two"
+            },
+            n / 2,
+        );
+        m.qos = if n % 2 == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::ExactlyOnce
+        };
         gw.outbox.push(m).await.unwrap();
     }
     assert!(
@@ -130,7 +151,10 @@ async fn broker_down_30s_then_back_nothing_missing_order_kept() {
     tokio::time::sleep(Duration::from_secs(30)).await;
     let during = gw.outbox.stats();
     assert!(during.depth > 1000, "backlog while down: {}", during.depth);
-    assert!(during.on_disk > 0, "offline durability wrote the backlog: {during:?}");
+    assert!(
+        during.on_disk > 0,
+        "offline durability wrote the backlog: {during:?}"
+    );
     assert!(!gw.handle.status().connected);
     broker.start_again();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -142,7 +166,14 @@ async fn broker_down_30s_then_back_nothing_missing_order_kept() {
         gw.outbox.stats()
     );
     let ts = vec!["test/gw/a".to_string(), "test/gw/b".to_string()];
-    eventually(20, || rec.numbers("test/gw/").values().map(|v| v.len() as u64).sum::<u64>() >= 2 * n).await;
+    eventually(20, || {
+        rec.numbers("test/gw/")
+            .values()
+            .map(|v| v.len() as u64)
+            .sum::<u64>()
+            >= 2 * n
+    })
+    .await;
     let dups = check_delivery(&rec.numbers("test/gw/"), &ts, &[n, n]);
     let st = gw.handle.status();
     assert!(
@@ -181,7 +212,14 @@ async fn broker_restarted_20_times_nothing_missing() {
         gw.outbox.stats()
     );
     let ts = vec!["test/gw/a".to_string(), "test/gw/b".to_string()];
-    eventually(20, || rec.numbers("test/gw/").values().map(|v| v.len() as u64).sum::<u64>() >= 2 * n).await;
+    eventually(20, || {
+        rec.numbers("test/gw/")
+            .values()
+            .map(|v| v.len() as u64)
+            .sum::<u64>()
+            >= 2 * n
+    })
+    .await;
     let dups = check_delivery(&rec.numbers("test/gw/"), &ts, &[n, n]);
     let st = gw.handle.status();
     assert!(st.connects >= 20, "reconnected after every restart: {st:?}");
@@ -231,13 +269,19 @@ async fn crash_during_drain_loses_nothing_committed_duplicates_within_window() {
     }
     assert!(crashes >= 2, "the drain was interrupted");
     assert!(eventually(20, || rec.count() as u64 >= total).await);
-    let dups = check_delivery(&rec.numbers("test/gw/"), &["test/gw/c".to_string()], &[total]);
+    let dups = check_delivery(
+        &rec.numbers("test/gw/"),
+        &["test/gw/c".to_string()],
+        &[total],
+    );
     assert!(
         dups <= up.max_inflight as usize * crashes,
         "{dups} duplicates after {crashes} crashes (window {})",
         up.max_inflight
     );
     let conn = rusqlite::Connection::open(data.path().join("outbox.db")).unwrap();
-    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(check, "ok");
 }

@@ -181,7 +181,11 @@ pub fn commit(
     meta: &[(&str, u64)],
     full_sync: bool,
 ) -> rusqlite::Result<()> {
-    conn.pragma_update(None, "synchronous", if full_sync { "FULL" } else { "NORMAL" })?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if full_sync { "FULL" } else { "NORMAL" },
+    )?;
     let tx = conn.transaction()?;
     {
         let mut ins = tx.prepare_cached(

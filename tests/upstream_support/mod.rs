@@ -21,7 +21,11 @@ pub fn in_ci() -> bool {
 }
 
 pub fn mosquitto_bin() -> Option<PathBuf> {
-    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"] {
+    for p in [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ] {
         if Path::new(p).exists() {
             return Some(PathBuf::from(p));
         }
@@ -67,7 +71,11 @@ impl Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("mosquitto.conf");
         // As root, mosquitto drops to user `mosquitto`, which cannot write our temp dir.
-        let user = if unsafe { libc::geteuid() } == 0 { "user root\n" } else { "" };
+        let user = if unsafe { libc::geteuid() } == 0 {
+            "user root\n"
+        } else {
+            ""
+        };
         let text = format!(
             "{user}persistence true\n\
              persistence_location {dir}/\n\
@@ -208,7 +216,9 @@ impl Recorder {
                         }
                     }
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                        g.lock().unwrap().push((p.topic, p.payload.to_vec(), p.retain));
+                        g.lock()
+                            .unwrap()
+                            .push((p.topic, p.payload.to_vec(), p.retain));
                     }
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -329,7 +339,11 @@ pub fn plain(port: u16) -> UpstreamConfig {
 
 /// Checks a delivery record against what was produced: every number 0..n on every topic,
 /// first occurrences in increasing order (order kept), and returns the duplicate count.
-pub fn check_delivery(got: &BTreeMap<String, Vec<u64>>, topics: &[String], n_per_topic: &[u64]) -> usize {
+pub fn check_delivery(
+    got: &BTreeMap<String, Vec<u64>>,
+    topics: &[String],
+    n_per_topic: &[u64],
+) -> usize {
     let mut dups = 0;
     for (t, &n) in topics.iter().zip(n_per_topic) {
         let seq = got.get(t).cloned().unwrap_or_default();
@@ -348,7 +362,11 @@ pub fn check_delivery(got: &BTreeMap<String, Vec<u64>>, topics: &[String], n_per
             expected.len(),
             "{t}: {} distinct of {n} delivered; missing e.g. {:?}",
             firsts.len(),
-            expected.iter().filter(|x| !seen.contains(x)).take(10).collect::<Vec<_>>()
+            expected
+                .iter()
+                .filter(|x| !seen.contains(x))
+                .take(10)
+                .collect::<Vec<_>>()
         );
         assert_eq!(firsts, expected, "{t}: order not kept");
     }
