@@ -172,8 +172,11 @@ impl Drop for Broker {
 
 /// A subscriber that records everything the broker delivers, across broker restarts
 /// (persistent session, QoS 1).
+/// (topic, payload, retain) in arrival order.
+pub type Record = Arc<Mutex<Vec<(String, Vec<u8>, bool)>>>;
+
 pub struct Recorder {
-    pub got: Arc<Mutex<Vec<(String, Vec<u8>, bool)>>>,
+    pub got: Record,
     task: JoinHandle<()>,
 }
 
@@ -199,7 +202,7 @@ impl Recorder {
         o.set_max_packet_size(2 << 20, 2 << 20);
         tweak(&mut o);
         let (client, mut el) = rumqttc::AsyncClient::new(o, 100);
-        let got = Arc::new(Mutex::new(Vec::new()));
+        let got: Record = Arc::new(Mutex::new(Vec::new()));
         let g = got.clone();
         let filter = filter.to_string();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
