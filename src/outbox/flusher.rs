@@ -45,6 +45,7 @@ pub(super) fn run(sh: Arc<Shared>, wake: Receiver<()>) {
             let limit = sh.cfg.memory_limit;
             st.q.trim_memory(limit);
         }
+        sh.room.notify_waiters();
         if closing {
             let unflushed = lock(&sh.state).q.unstored_count;
             if unflushed > 0 {

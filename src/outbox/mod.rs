@@ -28,6 +28,9 @@ pub use queue::{ROW_OVERHEAD, message_size};
 use crate::message::Message;
 use queue::{DropReason, Queue};
 
+/// Backlog rows read from disk at a time.
+const READAHEAD: usize = 512;
+
 /// Errors of the outbox.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -106,6 +109,8 @@ struct Shared {
     reader: Mutex<Connection>,
     wake: std::sync::mpsc::SyncSender<()>,
     sendable: Notify,
+    /// Memory was trimmed (for producers waiting in `push`).
+    room: Notify,
     durable: watch::Sender<Durable>,
     /// `Some(unflushed)` once the flusher has stopped.
     stopped: watch::Sender<Option<u64>>,
@@ -193,6 +198,7 @@ impl Outbox {
             reader: Mutex::new(reader),
             wake: wake_tx,
             sendable: Notify::new(),
+            room: Notify::new(),
             durable,
             stopped,
             full_errors: AtomicU64::new(0),
@@ -278,7 +284,33 @@ impl Outbox {
     /// Enqueues a message and returns its sequence number. When full, the oldest go first
     /// (counted as dropped). Never waits for the network or the disk.
     pub async fn push(&self, msg: Message) -> Result<u64, OutboxError> {
-        self.push_inner(msg, true)
+        let seq = self.push_inner(msg, true)?;
+        self.wait_for_room().await;
+        Ok(seq)
+    }
+
+    /// Back-pressure on RAM: when producers outrun the disk, memory would grow without bound;
+    /// wait (for the disk, never for the network) until the flusher has moved the excess out.
+    /// Not while the disk refuses writes: then the hard cap and eviction apply.
+    async fn wait_for_room(&self) {
+        let sh = self.shared();
+        loop {
+            let notified = sh.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = lock(&sh.state);
+                if st.degraded
+                    || st.closing
+                    || st.crashed
+                    || st.q.mem_bytes <= sh.cfg.memory_limit.saturating_mul(2)
+                {
+                    return;
+                }
+            }
+            sh.wake();
+            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+        }
     }
 
     /// For MQTT-SN QoS 1/2: returns once the outbox holds the message (with
@@ -288,6 +320,7 @@ impl Outbox {
         let mut rx = self.shared().durable.subscribe();
         let before = rx.borrow().failures;
         let seq = self.push_inner(msg, false)?;
+        self.wait_for_room().await;
         if self.shared().cfg.durability == Durability::Offline {
             return Ok(seq);
         }
@@ -411,13 +444,19 @@ impl Outbox {
             return Vec::new();
         }
         loop {
-            // Held from the read to `accept_cold`: the flusher takes it before forgetting a
+            // Held from the read to `fill_readahead`: the flusher takes it before forgetting a
             // committed delete, so a row read just before its delete is still recognised.
             let reader = lock(&sh.reader);
             let (from, below) = {
                 let mut st = lock(&sh.state);
                 if st.crashed {
                     return Vec::new();
+                }
+                if !st.q.readahead.is_empty() {
+                    let out = st.q.take_readahead(max);
+                    if !out.is_empty() {
+                        return out;
+                    }
                 }
                 if st.q.cursor < st.q.mem_lo() && st.q.cold_count() > 0 {
                     (st.q.cursor, st.q.mem_lo())
@@ -426,7 +465,7 @@ impl Outbox {
                     return st.q.take_mem(max, committed_only);
                 }
             };
-            let rows = match store::read_window(&reader, from, below, max) {
+            let rows = match store::read_window(&reader, from, below, READAHEAD) {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox: reading the backlog failed; retrying");
@@ -434,16 +473,13 @@ impl Outbox {
                     return Vec::new();
                 }
             };
-            let scanned_to = if rows.len() < max {
+            let scanned_to = if rows.len() < READAHEAD {
                 below
             } else {
                 rows.last().map_or(below, |(m, _)| m.seq + 1)
             };
-            let out = lock(&sh.state).q.accept_cold(rows, scanned_to);
+            lock(&sh.state).q.fill_readahead(rows, scanned_to);
             drop(reader);
-            if !out.is_empty() {
-                return out;
-            }
         }
     }
 

@@ -58,6 +58,9 @@ pub struct Queue {
     /// Seqs of the commit in progress (sorted): acknowledging one of them must schedule a
     /// delete at once, or a backlog read could see the fresh row and hand it out again.
     pub writing: Vec<u64>,
+    /// Backlog rows read from disk, not yet handed out (seq order), and the end of the read.
+    pub readahead: VecDeque<(Message, u64)>,
+    pub readahead_end: u64,
     /// Every queued seq at or below this was dropped (eviction is always oldest first).
     pub evicted_through: u64,
     pub dropped_bytes: u64,
@@ -161,6 +164,8 @@ impl Queue {
     pub fn rewind(&mut self) {
         self.cursor = 0;
         self.handed_cold.clear();
+        self.readahead.clear();
+        self.readahead_end = 0;
     }
 
     /// Hands out up to `max` memory entries at or after the cursor. With `committed_only`,
@@ -180,10 +185,10 @@ impl Queue {
         out
     }
 
-    /// Cold rows read from disk (seq order) become handed out; rows dropped or acknowledged
-    /// meanwhile are skipped. `scanned_to` is one past the last seq the read covered.
-    pub fn accept_cold(&mut self, rows: Vec<(Message, u64)>, scanned_to: u64) -> Vec<Message> {
-        let mut out = Vec::with_capacity(rows.len());
+    /// Cold rows read from disk (seq order, all >= cursor) are kept as read-ahead; rows
+    /// dropped or acknowledged meanwhile are skipped. `scanned_to` is one past the last seq
+    /// the read covered. Called with the reader lock held (see `Outbox::next_batch`).
+    pub fn fill_readahead(&mut self, rows: Vec<(Message, u64)>, scanned_to: u64) {
         for (m, size) in rows {
             if m.seq <= self.evicted_through && self.evicted_through != 0
                 || self.pending_deletes.contains(&m.seq)
@@ -191,11 +196,39 @@ impl Queue {
             {
                 continue;
             }
+            self.readahead.push_back((m, size));
+        }
+        self.readahead_end = self.readahead_end.max(scanned_to);
+        if self.readahead.is_empty() {
+            self.cursor = self.cursor.max(self.readahead_end);
+        }
+    }
+
+    /// Hands out up to `max` read-ahead rows (skipping any dropped since they were read).
+    pub fn take_readahead(&mut self, max: usize) -> Vec<Message> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some((m, size)) = self.readahead.pop_front() else {
+                break;
+            };
+            if m.seq <= self.evicted_through && self.evicted_through != 0 {
+                continue;
+            }
             self.handed_cold.insert(m.seq, size);
+            self.cursor = m.seq + 1;
             out.push(m);
         }
-        self.cursor = self.cursor.max(scanned_to);
+        if self.readahead.is_empty() {
+            self.cursor = self.cursor.max(self.readahead_end);
+        }
         out
+    }
+
+    /// Test helper: read-ahead then hand out.
+    #[cfg(test)]
+    pub fn accept_cold(&mut self, rows: Vec<(Message, u64)>, scanned_to: u64) -> Vec<Message> {
+        self.fill_readahead(rows, scanned_to);
+        self.take_readahead(usize::MAX)
     }
 
     /// Messages the next commit should write. `all`: everything not yet on disk; otherwise
