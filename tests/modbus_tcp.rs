@@ -28,7 +28,9 @@ fn permute(be: &[u8], order: &str) -> Vec<u16> {
         _ => unreachable!(),
     };
     let wire: Vec<u8> = perm.iter().map(|&i| be[i]).collect();
-    wire.chunks(2).map(|c| u16::from(c[0]) << 8 | u16::from(c[1])).collect()
+    wire.chunks(2)
+        .map(|c| u16::from(c[0]) << 8 | u16::from(c[1]))
+        .collect()
 }
 
 fn header(addr: std::net::SocketAddr, extra: &str) -> String {
@@ -44,13 +46,41 @@ async fn decodes_every_type_and_order_exactly() {
     let server = TcpSim::start(&sim).await;
     let values: Vec<(&str, Vec<u8>, Value)> = vec![
         ("u16", 0xBEEFu16.to_be_bytes().to_vec(), Value::UInt(0xBEEF)),
-        ("i16", (-12345i16).to_be_bytes().to_vec(), Value::Int(-12345)),
-        ("u32", 0xDEAD_BEEFu32.to_be_bytes().to_vec(), Value::UInt(0xDEAD_BEEF)),
-        ("i32", (-123_456_789i32).to_be_bytes().to_vec(), Value::Int(-123_456_789)),
-        ("u64", 0x0123_4567_89AB_CDEFu64.to_be_bytes().to_vec(), Value::UInt(0x0123_4567_89AB_CDEF)),
-        ("i64", (-1_234_567_890_123_456_789i64).to_be_bytes().to_vec(), Value::Int(-1_234_567_890_123_456_789)),
-        ("f32", (-3.25f32).to_be_bytes().to_vec(), Value::Float(-3.25)),
-        ("f64", 6.022_140_76e23f64.to_be_bytes().to_vec(), Value::Float(6.022_140_76e23)),
+        (
+            "i16",
+            (-12345i16).to_be_bytes().to_vec(),
+            Value::Int(-12345),
+        ),
+        (
+            "u32",
+            0xDEAD_BEEFu32.to_be_bytes().to_vec(),
+            Value::UInt(0xDEAD_BEEF),
+        ),
+        (
+            "i32",
+            (-123_456_789i32).to_be_bytes().to_vec(),
+            Value::Int(-123_456_789),
+        ),
+        (
+            "u64",
+            0x0123_4567_89AB_CDEFu64.to_be_bytes().to_vec(),
+            Value::UInt(0x0123_4567_89AB_CDEF),
+        ),
+        (
+            "i64",
+            (-1_234_567_890_123_456_789i64).to_be_bytes().to_vec(),
+            Value::Int(-1_234_567_890_123_456_789),
+        ),
+        (
+            "f32",
+            (-3.25f32).to_be_bytes().to_vec(),
+            Value::Float(-3.25),
+        ),
+        (
+            "f64",
+            6.022_140_76e23f64.to_be_bytes().to_vec(),
+            Value::Float(6.022_140_76e23),
+        ),
     ];
     let mut points = String::new();
     let mut expect: BTreeMap<String, Value> = BTreeMap::new();
@@ -99,9 +129,15 @@ async fn decodes_every_type_and_order_exactly() {
         expect.insert("coil4".into(), Value::Bool(false));
         expect.insert("di9".into(), Value::Bool(true));
     });
-    let yaml = format!("{}devices:\n  - name: dev\n    bus: plc\n    unit: 1\n    poll: 1h\n    points:\n{points}", header(server.addr, ""));
+    let yaml = format!(
+        "{}devices:\n  - name: dev\n    bus: plc\n    unit: 1\n    poll: 1h\n    points:\n{points}",
+        header(server.addr, "")
+    );
     let h = run_yaml(&yaml);
-    wait_for(10, "all points read", || expect.keys().all(|p| h.last("dev", p).is_some())).await;
+    wait_for(10, "all points read", || {
+        expect.keys().all(|p| h.last("dev", p).is_some())
+    })
+    .await;
     for (point, want) in &expect {
         let r = h.last("dev", point).unwrap();
         assert_eq!(r.quality, Quality::Good, "{point}");
@@ -124,7 +160,10 @@ async fn server_receives_exactly_the_planned_requests() {
     // unit 2 with max_gap 0 (a device that refuses reads across holes).
     let mut points = String::new();
     for i in 0..30u16 {
-        points += &format!("      - {{ name: p{i}, register: input, address: {}, type: f32 }}\n", i * 6);
+        points += &format!(
+            "      - {{ name: p{i}, register: input, address: {}, type: f32 }}\n",
+            i * 6
+        );
     }
     sim.unit(1, |_| ());
     sim.unit(2, |_| ());
@@ -134,7 +173,10 @@ async fn server_receives_exactly_the_planned_requests() {
     );
     let h = run_yaml(&yaml);
     assert_eq!(h.planned, vec![2, 30]);
-    wait_for(10, "three cycles", || h.readings("strict", "p29").len() >= 3).await;
+    wait_for(10, "three cycles", || {
+        h.readings("strict", "p29").len() >= 3
+    })
+    .await;
     h.stop().await;
     let log = sim.log();
     for (unit, planned) in [(1u8, 2usize), (2, 30)] {
@@ -145,10 +187,18 @@ async fn server_receives_exactly_the_planned_requests() {
         }
         // Exactly the planned ranges, each once per cycle (the last cycle may be cut short).
         assert_eq!(per_range.len(), planned, "unit {unit}: {per_range:?}");
-        let (min, max) = (per_range.values().min().unwrap(), per_range.values().max().unwrap());
+        let (min, max) = (
+            per_range.values().min().unwrap(),
+            per_range.values().max().unwrap(),
+        );
         assert!(*min >= 3 && max - min <= 1, "unit {unit}: {per_range:?}");
     }
-    let ranges: Vec<(u16, u16)> = log.iter().filter(|r| r.unit == 1).map(|r| (r.address, r.count)).take(2).collect();
+    let ranges: Vec<(u16, u16)> = log
+        .iter()
+        .filter(|r| r.unit == 1)
+        .map(|r| (r.address, r.count))
+        .take(2)
+        .collect();
     assert_eq!(ranges, vec![(0, 122), (126, 50)]);
     server.stop().await;
 }
@@ -167,7 +217,10 @@ async fn illegal_address_falls_back_to_single_reads() {
         "{}devices:\n  - name: fb\n    bus: plc\n    unit: 1\n    poll: 100ms\n    points:\n      - {{ name: a, register: holding, address: 0 }}\n      - {{ name: hole, register: holding, address: 1 }}\n      - {{ name: c, register: holding, address: 2, type: u32 }}\n",
         header(server.addr, "")
     );
-    let before = counter("edgebus_modbus_errors_total", &[("device", "fb"), ("kind", "exception")]);
+    let before = counter(
+        "edgebus_modbus_errors_total",
+        &[("device", "fb"), ("kind", "exception")],
+    );
     let h = run_yaml(&yaml);
     wait_for(10, "two cycles", || h.readings("fb", "c").len() >= 2).await;
     h.stop().await;
@@ -177,8 +230,16 @@ async fn illegal_address_falls_back_to_single_reads() {
     let log = sim.log();
     // The merged read was tried once, then never again.
     assert_eq!(log.iter().filter(|r| r.count == 4).count(), 1);
-    assert!(log.iter().filter(|r| (r.address, r.count) == (2, 2)).count() >= 2);
-    let after = counter("edgebus_modbus_errors_total", &[("device", "fb"), ("kind", "exception")]);
+    assert!(
+        log.iter()
+            .filter(|r| (r.address, r.count) == (2, 2))
+            .count()
+            >= 2
+    );
+    let after = counter(
+        "edgebus_modbus_errors_total",
+        &[("device", "fb"), ("kind", "exception")],
+    );
     // The merged read plus the hole once per cycle.
     assert!(after - before >= 3, "{before} -> {after}");
     server.stop().await;
@@ -192,7 +253,9 @@ async fn silent_slave_is_backed_off_and_does_not_stall_the_others() {
     sim.unit(2, |u| u.holding[0] = 2);
     sim.unit(3, |u| u.silent = true);
     let dev = |name: &str, unit: u8| {
-        format!("  - name: {name}\n    bus: plc\n    unit: {unit}\n    poll: 20ms\n    points:\n      - {{ name: v, register: holding, address: 0 }}\n")
+        format!(
+            "  - name: {name}\n    bus: plc\n    unit: {unit}\n    poll: 20ms\n    points:\n      - {{ name: v, register: holding, address: 0 }}\n"
+        )
     };
     let yaml = format!(
         "{}devices:\n{}{}{}",
@@ -201,7 +264,10 @@ async fn silent_slave_is_backed_off_and_does_not_stall_the_others() {
         dev("two", 2),
         dev("mute", 3)
     );
-    let t_before = counter("edgebus_modbus_errors_total", &[("device", "mute"), ("kind", "timeout")]);
+    let t_before = counter(
+        "edgebus_modbus_errors_total",
+        &[("device", "mute"), ("kind", "timeout")],
+    );
     let h = run_yaml(&yaml);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let log = sim.log();
@@ -210,7 +276,10 @@ async fn silent_slave_is_backed_off_and_does_not_stall_the_others() {
     // and 2 (polled every 20 ms) are overdue: they must be served before the silent unit
     // is tried again, so two silent attempts are never back to back.
     for w in units.windows(2) {
-        assert!(!(w[0] == 3 && w[1] == 3), "two timeouts in a row: {units:?}");
+        assert!(
+            !(w[0] == 3 && w[1] == 3),
+            "two timeouts in a row: {units:?}"
+        );
     }
     let (n1, n3) = (sim.count(1), sim.count(3));
     assert!(n3 >= 3, "the silent unit is still probed: {n3}");
@@ -224,19 +293,38 @@ async fn silent_slave_is_backed_off_and_does_not_stall_the_others() {
     assert_eq!(h.availability("mute"), vec![false]);
     assert_eq!(h.availability("one"), vec![true]);
     assert_eq!(h.availability("two"), vec![true]);
-    assert!(h.readings("one", "v").iter().all(|r| r.quality == Quality::Good));
+    assert!(
+        h.readings("one", "v")
+            .iter()
+            .all(|r| r.quality == Quality::Good)
+    );
     assert_eq!(h.last("mute", "v").unwrap().quality, Quality::Bad);
-    let t_after = counter("edgebus_modbus_errors_total", &[("device", "mute"), ("kind", "timeout")]);
+    let t_after = counter(
+        "edgebus_modbus_errors_total",
+        &[("device", "mute"), ("kind", "timeout")],
+    );
     assert_eq!(t_after - t_before, n3 as u64);
-    assert_eq!(counter("edgebus_modbus_errors_total", &[("device", "one"), ("kind", "timeout")]), 0);
+    assert_eq!(
+        counter(
+            "edgebus_modbus_errors_total",
+            &[("device", "one"), ("kind", "timeout")]
+        ),
+        0
+    );
 
     // It comes back by itself.
     sim.unit(3, |u| {
         u.silent = false;
         u.holding[0] = 3;
     });
-    wait_for(10, "silent unit back online", || h.availability("mute") == vec![false, true]).await;
-    wait_for(5, "good reading", || good(&h.last("mute", "v")) == Some(&Value::UInt(3))).await;
+    wait_for(10, "silent unit back online", || {
+        h.availability("mute") == vec![false, true]
+    })
+    .await;
+    wait_for(5, "good reading", || {
+        good(&h.last("mute", "v")) == Some(&Value::UInt(3))
+    })
+    .await;
     h.stop().await;
     server.stop().await;
 }
@@ -250,9 +338,15 @@ async fn exceptions_give_bad_quality_and_counters() {
         "{}devices:\n  - name: broken\n    bus: plc\n    unit: 5\n    poll: 50ms\n    points:\n      - {{ name: v, register: input, address: 0, type: f32 }}\n",
         header(server.addr, "")
     );
-    let before = counter("edgebus_modbus_errors_total", &[("device", "broken"), ("kind", "exception")]);
+    let before = counter(
+        "edgebus_modbus_errors_total",
+        &[("device", "broken"), ("kind", "exception")],
+    );
     let h = run_yaml(&yaml);
-    wait_for(10, "three bad readings", || h.readings("broken", "v").len() >= 3).await;
+    wait_for(10, "three bad readings", || {
+        h.readings("broken", "v").len() >= 3
+    })
+    .await;
     h.stop().await;
     let rs = h.readings("broken", "v");
     assert!(rs.iter().all(|r| r.quality == Quality::Bad));
@@ -260,7 +354,10 @@ async fn exceptions_give_bad_quality_and_counters() {
     assert!(matches!(rs[0].value, Value::Float(f) if f.is_nan()));
     // An exception is an answer: the device is online, only its data is bad.
     assert_eq!(h.availability("broken"), vec![true]);
-    let after = counter("edgebus_modbus_errors_total", &[("device", "broken"), ("kind", "exception")]);
+    let after = counter(
+        "edgebus_modbus_errors_total",
+        &[("device", "broken"), ("kind", "exception")],
+    );
     assert_eq!(after - before, sim.count(5) as u64);
     server.stop().await;
 }
@@ -283,7 +380,10 @@ async fn writes_land_with_the_right_encoding() {
       - { name: guarded, register: holding, address: 22, writable: true }
       - { name: nowhere, register: holding, address: 30, writable: true }
 ";
-    let yaml = format!("{}devices:\n  - name: w\n    bus: plc\n    unit: 1\n    poll: 1h\n    max_gap: 0\n    points:\n{points}", header(server.addr, ""));
+    let yaml = format!(
+        "{}devices:\n  - name: w\n    bus: plc\n    unit: 1\n    poll: 1h\n    max_gap: 0\n    points:\n{points}",
+        header(server.addr, "")
+    );
     let h = run_yaml(&yaml);
     wait_for(10, "first cycle", || h.last("w", "relay").is_some()).await;
     h.set("w", "setpoint", "21.5", false).await;
@@ -298,18 +398,37 @@ async fn writes_land_with_the_right_encoding() {
     h.set("w", "nowhere", "1", false).await;
     wait_for(10, "eight results", || h.publishes().len() >= 8).await;
     // Read back after the writes (the source polls a written device again at once).
-    wait_for(10, "read back", || good(&h.last("w", "big")) == Some(&Value::UInt(4_000_000_000))).await;
+    wait_for(10, "read back", || {
+        good(&h.last("w", "big")) == Some(&Value::UInt(4_000_000_000))
+    })
+    .await;
     let results = h.publishes();
-    let ok = |topic: &str| results.iter().filter(|(t, v)| t == topic && v["ok"] == true).count();
-    let err = |topic: &str| results.iter().filter(|(t, v)| t == topic && v["ok"] == false).count();
+    let ok = |topic: &str| {
+        results
+            .iter()
+            .filter(|(t, v)| t == topic && v["ok"] == true)
+            .count()
+    };
+    let err = |topic: &str| {
+        results
+            .iter()
+            .filter(|(t, v)| t == topic && v["ok"] == false)
+            .count()
+    };
     for p in ["setpoint", "temp_x10", "label", "relay", "flag", "latched"] {
         assert_eq!(ok(&format!("w/{p}/set/result")), 1, "{p}: {results:?}");
     }
     assert_eq!(ok("w/big/set/result"), 1);
     assert_eq!(err("w/big/set/result"), 1, "negative u32 refused");
     assert_eq!(err("w/nowhere/set/result"), 1);
-    let nowhere = results.iter().find(|(t, _)| t == "w/nowhere/set/result").unwrap();
-    assert!(nowhere.1["error"].as_str().unwrap().contains("exception"), "{nowhere:?}");
+    let nowhere = results
+        .iter()
+        .find(|(t, _)| t == "w/nowhere/set/result")
+        .unwrap();
+    assert!(
+        nowhere.1["error"].as_str().unwrap().contains("exception"),
+        "{nowhere:?}"
+    );
     // A retained set without apply_retained is ignored: no write, no result.
     assert!(results.iter().all(|(t, _)| t != "w/guarded/set/result"));
     sim.unit(1, |u| {
@@ -324,7 +443,12 @@ async fn writes_land_with_the_right_encoding() {
     });
     // Function codes: 16 for multi-register values, 6 for one register, 5 for a coil.
     let log = sim.log();
-    let fc_at = |a: u16| log.iter().filter(|r| r.address == a && r.fc >= 5).map(|r| r.fc).collect::<Vec<_>>();
+    let fc_at = |a: u16| {
+        log.iter()
+            .filter(|r| r.address == a && r.fc >= 5)
+            .map(|r| r.fc)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(fc_at(0), vec![16]);
     assert_eq!(fc_at(2), vec![6]);
     assert_eq!(fc_at(7), vec![5]);
@@ -348,15 +472,24 @@ async fn dropped_connection_is_recovered() {
     wait_for(10, "online", || h.availability("link") == vec![true]).await;
     let fails_before = counter("edgebus_modbus_connect_failures_total", &[("bus", "plc")]);
     server.stop().await;
-    wait_for(10, "offline", || h.availability("link") == vec![true, false]).await;
+    wait_for(10, "offline", || {
+        h.availability("link") == vec![true, false]
+    })
+    .await;
     wait_for(10, "reconnect attempts", || {
         counter("edgebus_modbus_connect_failures_total", &[("bus", "plc")]) > fails_before
     })
     .await;
     sim.unit(1, |u| u.holding[0] = 2);
     let server = TcpSim::start_on(&sim, addr).await;
-    wait_for(10, "online again", || h.availability("link") == vec![true, false, true]).await;
-    wait_for(5, "new value", || good(&h.last("link", "v")) == Some(&Value::UInt(2))).await;
+    wait_for(10, "online again", || {
+        h.availability("link") == vec![true, false, true]
+    })
+    .await;
+    wait_for(5, "new value", || {
+        good(&h.last("link", "v")) == Some(&Value::UInt(2))
+    })
+    .await;
     h.stop().await;
     server.stop().await;
 }

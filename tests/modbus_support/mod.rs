@@ -97,7 +97,13 @@ impl Sim {
     fn handle(&self, req: SlaveRequest<'static>) -> Result<Option<Response>, ExceptionCode> {
         let mut s = self.0.lock().unwrap();
         let (fc, address, count) = describe(&req.request);
-        s.log.push(Seen { unit: req.slave, fc, address, count, at: Instant::now() });
+        s.log.push(Seen {
+            unit: req.slave,
+            fc,
+            address,
+            count,
+            at: Instant::now(),
+        });
         let Some(u) = s.units.get_mut(&req.slave) else {
             return Ok(None); // no such slave on the line: silence, as on RS-485
         };
@@ -113,9 +119,15 @@ impl Sim {
         }
         Ok(Some(match req.request {
             Request::ReadCoils(..) => Response::ReadCoils(u.coils[range].to_vec()),
-            Request::ReadDiscreteInputs(..) => Response::ReadDiscreteInputs(u.discrete[range].to_vec()),
-            Request::ReadHoldingRegisters(..) => Response::ReadHoldingRegisters(u.holding[range].to_vec()),
-            Request::ReadInputRegisters(..) => Response::ReadInputRegisters(u.input[range].to_vec()),
+            Request::ReadDiscreteInputs(..) => {
+                Response::ReadDiscreteInputs(u.discrete[range].to_vec())
+            }
+            Request::ReadHoldingRegisters(..) => {
+                Response::ReadHoldingRegisters(u.holding[range].to_vec())
+            }
+            Request::ReadInputRegisters(..) => {
+                Response::ReadInputRegisters(u.input[range].to_vec())
+            }
             Request::WriteSingleCoil(a, v) => {
                 u.coils[usize::from(a)] = v;
                 Response::WriteSingleCoil(a, v)
@@ -184,7 +196,11 @@ impl TcpSim {
             let server = Server::new(listener);
             let on_connected = |stream, socket_addr| {
                 let sim = sim.clone();
-                async move { accept_tcp_connection(stream, socket_addr, move |_| Ok(Some(SimService(sim.clone())))) }
+                async move {
+                    accept_tcp_connection(stream, socket_addr, move |_| {
+                        Ok(Some(SimService(sim.clone())))
+                    })
+                }
             };
             let _ = server.serve(&on_connected, |_| {}).await;
         });
@@ -208,12 +224,21 @@ pub fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
     let text = metrics().render();
     let mut sum = 0u64;
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else { continue };
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
         if !(rest.starts_with('{') || rest.starts_with(' ')) {
             continue;
         }
-        if labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))) {
-            sum += rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) as u64;
+        if labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        {
+            sum += rest
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0) as u64;
         }
     }
     sum
@@ -249,7 +274,11 @@ pub fn run_yaml(yaml: &str) -> Harness {
     let (ev_tx, mut ev_rx) = mpsc::channel(1024);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let shutdown = CancellationToken::new();
-    let ctx = SourceContext { events: ev_tx, commands: cmd_rx, shutdown: shutdown.clone() };
+    let ctx = SourceContext {
+        events: ev_tx,
+        commands: cmd_rx,
+        shutdown: shutdown.clone(),
+    };
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
     tokio::spawn(async move {
@@ -258,7 +287,13 @@ pub fn run_yaml(yaml: &str) -> Harness {
         }
     });
     let task = tokio::spawn(source.run(ctx));
-    Harness { events, commands: cmd_tx, shutdown, task, planned }
+    Harness {
+        events,
+        commands: cmd_tx,
+        shutdown,
+        task,
+        planned,
+    }
 }
 
 impl Harness {
@@ -268,7 +303,9 @@ impl Harness {
             .unwrap()
             .iter()
             .filter_map(|(_, e)| match e {
-                SourceEvent::Reading(r) if &*r.device == device && &*r.point == point => Some(r.clone()),
+                SourceEvent::Reading(r) if &*r.device == device && &*r.point == point => {
+                    Some(r.clone())
+                }
                 _ => None,
             })
             .collect()
@@ -296,9 +333,10 @@ impl Harness {
             .unwrap()
             .iter()
             .filter_map(|(_, e)| match e {
-                SourceEvent::Publish { topic, payload, .. } => {
-                    Some((topic.clone(), serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null)))
-                }
+                SourceEvent::Publish { topic, payload, .. } => Some((
+                    topic.clone(),
+                    serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null),
+                )),
                 _ => None,
             })
             .collect()
@@ -333,5 +371,7 @@ pub async fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 pub fn good(r: &Option<Reading>) -> Option<&Value> {
-    r.as_ref().filter(|r| r.quality == Quality::Good).map(|r| &r.value)
+    r.as_ref()
+        .filter(|r| r.quality == Quality::Good)
+        .map(|r| &r.value)
 }

@@ -58,7 +58,10 @@ impl BusError {
 
     /// The slave (or the link) did not answer at all.
     fn is_silence(&self) -> bool {
-        matches!(self, BusError::Timeout(_) | BusError::Io(_) | BusError::NotConnected)
+        matches!(
+            self,
+            BusError::Timeout(_) | BusError::Io(_) | BusError::NotConnected
+        )
     }
 }
 
@@ -196,7 +199,8 @@ impl Bus {
         let err = match r {
             Ok(Ok(ctx)) => {
                 info!(bus = %self.name, "connected");
-                metrics::counter!("edgebus_modbus_connects_total", "bus" => self.name.to_string()).increment(1);
+                metrics::counter!("edgebus_modbus_connects_total", "bus" => self.name.to_string())
+                    .increment(1);
                 self.conn = Some(ctx);
                 self.reconnect_wait = self.timing.reconnect_min;
                 self.last_end = Instant::now();
@@ -207,7 +211,8 @@ impl Bus {
             Err(_) => format!("connect timeout after {:?}", self.timing.connect_timeout),
         };
         warn!(bus = %self.name, error = %err, retry_in = ?self.reconnect_wait, "cannot connect");
-        metrics::counter!("edgebus_modbus_connect_failures_total", "bus" => self.name.to_string()).increment(1);
+        metrics::counter!("edgebus_modbus_connect_failures_total", "bus" => self.name.to_string())
+            .increment(1);
         false
     }
 
@@ -229,7 +234,8 @@ impl Bus {
             warn!(bus = %self.name, device = %d.rt.name, "device offline");
         }
         let device = d.rt.name.clone();
-        self.emit(SourceEvent::Availability { device, online }).await;
+        self.emit(SourceEvent::Availability { device, online })
+            .await;
     }
 
     async fn emit(&mut self, ev: SourceEvent) {
@@ -254,7 +260,13 @@ impl Bus {
 
     /// One request with a timeout. A timeout or an I/O error on Modbus TCP drops the
     /// connection: a late answer would otherwise be taken for the next request's.
-    async fn transact(&mut self, device: &Arc<str>, unit: u8, req: Request<'_>, t: Duration) -> Result<Response, BusError> {
+    async fn transact(
+        &mut self,
+        device: &Arc<str>,
+        unit: u8,
+        req: Request<'_>,
+        t: Duration,
+    ) -> Result<Response, BusError> {
         self.pace(unit).await;
         let Some(ctx) = self.conn.as_mut() else {
             return Err(BusError::NotConnected);
@@ -291,7 +303,13 @@ impl Bus {
         out
     }
 
-    async fn read(&mut self, device: &Arc<str>, unit: u8, req: &ReadRequest, t: Duration) -> Result<Data, BusError> {
+    async fn read(
+        &mut self,
+        device: &Arc<str>,
+        unit: u8,
+        req: &ReadRequest,
+        t: Duration,
+    ) -> Result<Data, BusError> {
         let (start, count) = (req.start, req.count);
         let request = match req.table {
             Table::Coil => Request::ReadCoils(start, count),
@@ -305,9 +323,17 @@ impl Bus {
                 b.truncate(want);
                 Ok(Data::Bits(b))
             }
-            Response::ReadHoldingRegisters(w) | Response::ReadInputRegisters(w) if w.len() == want => Ok(Data::Words(w)),
-            Response::ReadCoils(b) | Response::ReadDiscreteInputs(b) => Err(BusError::Short { got: b.len(), want }),
-            Response::ReadHoldingRegisters(w) | Response::ReadInputRegisters(w) => Err(BusError::Short { got: w.len(), want }),
+            Response::ReadHoldingRegisters(w) | Response::ReadInputRegisters(w)
+                if w.len() == want =>
+            {
+                Ok(Data::Words(w))
+            }
+            Response::ReadCoils(b) | Response::ReadDiscreteInputs(b) => {
+                Err(BusError::Short { got: b.len(), want })
+            }
+            Response::ReadHoldingRegisters(w) | Response::ReadInputRegisters(w) => {
+                Err(BusError::Short { got: w.len(), want })
+            }
             other => Err(BusError::Protocol(format!("unexpected response {other:?}"))),
         }
     }
@@ -346,7 +372,9 @@ impl Bus {
                     self.publish_request(i, &req, &data).await;
                     k += 1;
                 }
-                Err(BusError::Exception(ExceptionCode::IllegalDataAddress)) if split(&req, &self.devs[i].spans).len() > 1 => {
+                Err(BusError::Exception(ExceptionCode::IllegalDataAddress))
+                    if split(&req, &self.devs[i].spans).len() > 1 =>
+                {
                     self.devs[i].answered = true;
                     let parts = split(&req, &self.devs[i].spans);
                     warn!(bus = %self.name, device = %name, start = req.start, count = req.count,
@@ -403,16 +431,33 @@ impl Bus {
             let point = &self.devs[i].rt.points[p];
             let off = usize::from(point.span.address - req.start);
             let raw = match data {
-                Data::Bits(b) => b.get(off).map(|v| Raw::Bool(*v)).ok_or(super::codec::CodecError::Short { need: off + 1, got: b.len() }),
+                Data::Bits(b) => {
+                    b.get(off)
+                        .map(|v| Raw::Bool(*v))
+                        .ok_or(super::codec::CodecError::Short {
+                            need: off + 1,
+                            got: b.len(),
+                        })
+                }
                 Data::Words(w) => {
                     let end = (off + usize::from(point.span.count)).min(w.len());
-                    decode_registers(w.get(off..end).unwrap_or(&[]), point.data_type, point.order, point.bit)
+                    decode_registers(
+                        w.get(off..end).unwrap_or(&[]),
+                        point.data_type,
+                        point.order,
+                        point.bit,
+                    )
                 }
             };
             match raw {
                 Ok(raw) => {
                     let value = to_value(point, raw);
-                    let reading = Reading::new(self.devs[i].rt.name.clone(), point.name.clone(), value.clone()).with_unit(point.unit.clone());
+                    let reading = Reading::new(
+                        self.devs[i].rt.name.clone(),
+                        point.name.clone(),
+                        value.clone(),
+                    )
+                    .with_unit(point.unit.clone());
                     self.devs[i].last[p] = Some(value);
                     self.emit(SourceEvent::Reading(reading)).await;
                 }
@@ -453,19 +498,33 @@ impl Bus {
             warn!(bus = %self.name, device = %cmd.device, "write for an unknown device");
             return;
         };
-        let Some(p) = self.devs[i].rt.points.iter().position(|p| p.name == cmd.point) else {
+        let Some(p) = self.devs[i]
+            .rt
+            .points
+            .iter()
+            .position(|p| p.name == cmd.point)
+        else {
             warn!(bus = %self.name, device = %cmd.device, point = %cmd.point, "write for an unknown point");
             return;
         };
         let point = self.devs[i].rt.points[p].clone();
         let (bus, dev) = (self.name.to_string(), cmd.device.to_string());
-        let labels = |r: &'static str| [("bus", bus.clone()), ("device", dev.clone()), ("result", r.to_string())];
+        let labels = |r: &'static str| {
+            [
+                ("bus", bus.clone()),
+                ("device", dev.clone()),
+                ("result", r.to_string()),
+            ]
+        };
         if cmd.retained && !point.apply_retained {
             info!(bus = %self.name, device = %cmd.device, point = %cmd.point, "ignoring retained set message (apply_retained is off)");
-            metrics::counter!("edgebus_modbus_writes_total", &labels("ignored_retained")).increment(1);
+            metrics::counter!("edgebus_modbus_writes_total", &labels("ignored_retained"))
+                .increment(1);
             return;
         }
-        let outcome = match parse_payload(&cmd.payload).and_then(|v| prepare(&point, &v, self.devs[i].rt.write_multiple)) {
+        let outcome = match parse_payload(&cmd.payload)
+            .and_then(|v| prepare(&point, &v, self.devs[i].rt.write_multiple))
+        {
             Err(e) => Err(format!("invalid: {e}")),
             Ok(op) => self.execute_write(i, op).await.map_err(|e| e.to_string()),
         };
@@ -486,24 +545,57 @@ impl Bus {
         }
         let topic = format!("{}/{}/set/result", cmd.device, cmd.point);
         let payload = result_payload(&outcome, &cmd.payload);
-        self.emit(SourceEvent::Publish { topic, payload, qos: QoS::AtLeastOnce, retain: false }).await;
+        self.emit(SourceEvent::Publish {
+            topic,
+            payload,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        })
+        .await;
     }
 
     async fn execute_write(&mut self, i: usize, op: WriteOp) -> Result<(), BusError> {
-        let (name, unit, t) = (self.devs[i].rt.name.clone(), self.devs[i].rt.unit, self.devs[i].rt.timeout);
+        let (name, unit, t) = (
+            self.devs[i].rt.name.clone(),
+            self.devs[i].rt.unit,
+            self.devs[i].rt.timeout,
+        );
         let req = match op {
-            WriteOp::Coil { address, on, multiple: false } => Request::WriteSingleCoil(address, on),
-            WriteOp::Coil { address, on, multiple: true } => Request::WriteMultipleCoils(address, vec![on].into()),
-            WriteOp::Registers { address, words, multiple } if words.len() == 1 && !multiple => {
-                Request::WriteSingleRegister(address, words[0])
+            WriteOp::Coil {
+                address,
+                on,
+                multiple: false,
+            } => Request::WriteSingleCoil(address, on),
+            WriteOp::Coil {
+                address,
+                on,
+                multiple: true,
+            } => Request::WriteMultipleCoils(address, vec![on].into()),
+            WriteOp::Registers {
+                address,
+                words,
+                multiple,
+            } if words.len() == 1 && !multiple => Request::WriteSingleRegister(address, words[0]),
+            WriteOp::Registers { address, words, .. } => {
+                Request::WriteMultipleRegisters(address, words.into())
             }
-            WriteOp::Registers { address, words, .. } => Request::WriteMultipleRegisters(address, words.into()),
-            WriteOp::Bit { address, bit, on, multiple } => {
-                let word = match self.transact(&name, unit, Request::ReadHoldingRegisters(address, 1), t).await? {
+            WriteOp::Bit {
+                address,
+                bit,
+                on,
+                multiple,
+            } => {
+                let word = match self
+                    .transact(&name, unit, Request::ReadHoldingRegisters(address, 1), t)
+                    .await?
+                {
                     Response::ReadHoldingRegisters(w) if w.len() == 1 => w[0],
-                    other => return Err(BusError::Protocol(format!("unexpected response {other:?}"))),
+                    other => {
+                        return Err(BusError::Protocol(format!("unexpected response {other:?}")));
+                    }
                 };
-                let word = super::codec::set_bit(word, bit, on).map_err(|e| BusError::Protocol(e.to_string()))?;
+                let word = super::codec::set_bit(word, bit, on)
+                    .map_err(|e| BusError::Protocol(e.to_string()))?;
                 if multiple {
                     Request::WriteMultipleRegisters(address, vec![word].into())
                 } else {
@@ -562,7 +654,11 @@ async fn open(transport: &Transport) -> std::io::Result<Context> {
                 super::config::Parity::Even => tokio_serial::Parity::Even,
                 super::config::Parity::Odd => tokio_serial::Parity::Odd,
             };
-            let stop_bits = if r.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One };
+            let stop_bits = if r.stop_bits == 2 {
+                tokio_serial::StopBits::Two
+            } else {
+                tokio_serial::StopBits::One
+            };
             let port = tokio_serial::new(&r.port, r.baud)
                 .data_bits(data_bits)
                 .parity(parity)
@@ -575,7 +671,10 @@ async fn open(transport: &Transport) -> std::io::Result<Context> {
 }
 
 /// Boxes [`Bus::run`] for the `Source` trait.
-pub fn run_boxed(bus: Bus, commands: mpsc::Receiver<Command>) -> futures::future::BoxFuture<'static, ()> {
+pub fn run_boxed(
+    bus: Bus,
+    commands: mpsc::Receiver<Command>,
+) -> futures::future::BoxFuture<'static, ()> {
     bus.run(commands).boxed()
 }
 
@@ -593,6 +692,9 @@ mod tests {
         assert_eq!(skip_interval(poll, 4, max), max);
         assert_eq!(skip_interval(poll, u32::MAX, max), max);
         // A slow poll is never shortened by the cap.
-        assert_eq!(skip_interval(Duration::from_secs(600), 3, max), Duration::from_secs(600));
+        assert_eq!(
+            skip_interval(Duration::from_secs(600), 3, max),
+            Duration::from_secs(600)
+        );
     }
 }

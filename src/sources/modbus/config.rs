@@ -157,7 +157,9 @@ fn d_stop_bits() -> u8 {
 impl RtuTransport {
     /// Bits on the wire per character: start + data + parity + stop.
     pub fn char_bits(&self) -> u32 {
-        1 + u32::from(self.data_bits) + u32::from(self.parity != Parity::None) + u32::from(self.stop_bits)
+        1 + u32::from(self.data_bits)
+            + u32::from(self.parity != Parity::None)
+            + u32::from(self.stop_bits)
     }
 
     /// The silent interval that ends an RTU frame. The spec fixes 1.75 ms above 19200 baud.
@@ -174,7 +176,10 @@ impl RtuTransport {
             out.push(("port".into(), "serial port must not be empty".into()));
         }
         if !(300..=4_000_000).contains(&self.baud) {
-            out.push(("baud".into(), format!("baud {} is outside 300..=4000000", self.baud)));
+            out.push((
+                "baud".into(),
+                format!("baud {} is outside 300..=4000000", self.baud),
+            ));
         }
         if !(5..=8).contains(&self.data_bits) {
             out.push(("data_bits".into(), "data_bits must be 5, 6, 7 or 8".into()));
@@ -210,10 +215,16 @@ impl Timing {
             out.push(("retries".into(), "at most 10 retries".into()));
         }
         if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
-            out.push(("reconnect_max".into(), "need 0 < reconnect_min <= reconnect_max".into()));
+            out.push((
+                "reconnect_max".into(),
+                "need 0 < reconnect_min <= reconnect_max".into(),
+            ));
         }
         if self.connect_timeout.is_zero() {
-            out.push(("connect_timeout".into(), "connect_timeout must be above 0".into()));
+            out.push((
+                "connect_timeout".into(),
+                "connect_timeout must be above 0".into(),
+            ));
         }
         out
     }
@@ -306,12 +317,18 @@ impl ModbusDevice {
         let mut out = Vec::new();
         let max_regs = self.max_registers.unwrap_or(MAX_REGISTERS);
         if !(1..=MAX_REGISTERS).contains(&max_regs) {
-            out.push(("max_registers".into(), format!("max_registers must be 1..={MAX_REGISTERS}")));
+            out.push((
+                "max_registers".into(),
+                format!("max_registers must be 1..={MAX_REGISTERS}"),
+            ));
         }
         if let Some(b) = self.max_bits
             && !(1..=MAX_BITS).contains(&b)
         {
-            out.push(("max_bits".into(), format!("max_bits must be 1..={MAX_BITS}")));
+            out.push((
+                "max_bits".into(),
+                format!("max_bits must be 1..={MAX_BITS}"),
+            ));
         }
         if self.timeout.is_some_and(|t| t.is_zero()) {
             out.push(("timeout".into(), "timeout must be above 0".into()));
@@ -325,11 +342,17 @@ impl ModbusDevice {
             }
             let ty = k.data_type();
             if k.register.is_bits() && ty != DataType::Bool {
-                out.push((at("type"), format!("{:?} points are bool; `type` must be bool", k.register)));
+                out.push((
+                    at("type"),
+                    format!("{:?} points are bool; `type` must be bool", k.register),
+                ));
             }
             if let Some(bit) = k.bit {
                 if k.register.is_bits() {
-                    out.push((at("bit"), "`bit` applies to holding and input registers only".into()));
+                    out.push((
+                        at("bit"),
+                        "`bit` applies to holding and input registers only".into(),
+                    ));
                 }
                 if bit > 15 {
                     out.push((at("bit"), format!("bit {bit} is outside 0..=15")));
@@ -339,16 +362,27 @@ impl ModbusDevice {
                 }
             }
             match (ty, k.length) {
-                (DataType::String, None) => out.push((at("length"), "a string needs `length` (registers)".into())),
-                (DataType::String, Some(0)) => out.push((at("length"), "length must be at least 1".into())),
+                (DataType::String, None) => {
+                    out.push((at("length"), "a string needs `length` (registers)".into()))
+                }
+                (DataType::String, Some(0)) => {
+                    out.push((at("length"), "length must be at least 1".into()))
+                }
                 (DataType::String, Some(_)) => {}
                 (_, Some(_)) => out.push((at("length"), "`length` applies to strings only".into())),
                 _ => {}
             }
             let n = k.count();
-            let limit = if k.register.is_bits() { MAX_BITS } else { max_regs };
+            let limit = if k.register.is_bits() {
+                MAX_BITS
+            } else {
+                max_regs
+            };
             if n > limit {
-                out.push((at("length"), format!("point spans {n} registers, more than the {limit} of one read")));
+                out.push((
+                    at("length"),
+                    format!("point spans {n} registers, more than the {limit} of one read"),
+                ));
             }
             if u32::from(k.address) + u32::from(n) > 65536 {
                 out.push((at("address"), "point runs past address 65535".into()));
@@ -358,10 +392,16 @@ impl ModbusDevice {
             }
             if c.writable {
                 if matches!(k.register, Table::Input | Table::DiscreteInput) {
-                    out.push((at("writable"), format!("{:?} registers are read-only", k.register)));
+                    out.push((
+                        at("writable"),
+                        format!("{:?} registers are read-only", k.register),
+                    ));
                 }
                 if c.scale == Some(0.0) {
-                    out.push((at("scale"), "a writable point needs a non-zero scale".into()));
+                    out.push((
+                        at("scale"),
+                        "a writable point needs a non-zero scale".into(),
+                    ));
                 }
             }
         }
@@ -416,7 +456,11 @@ impl DeviceRt {
             .iter()
             .map(|p| PointSpec {
                 name: Arc::from(p.common.name.as_str()),
-                span: Span { table: p.kind.register, address: p.kind.address, count: p.kind.count() },
+                span: Span {
+                    table: p.kind.register,
+                    address: p.kind.address,
+                    count: p.kind.count(),
+                },
                 data_type: p.kind.data_type(),
                 order: p.kind.order.unwrap_or(default_order),
                 bit: p.kind.bit,
@@ -429,7 +473,10 @@ impl DeviceRt {
         DeviceRt {
             name: Arc::from(common.name.as_str()),
             unit: dev.unit,
-            poll: common.poll.unwrap_or(DEFAULT_POLL).max(Duration::from_millis(1)),
+            poll: common
+                .poll
+                .unwrap_or(DEFAULT_POLL)
+                .max(Duration::from_millis(1)),
             timeout: dev.timeout.unwrap_or(timing.timeout),
             limits: dev.limits(),
             write_multiple: dev.write_multiple,
@@ -470,7 +517,8 @@ mod tests {
 
     #[test]
     fn rejects_unknown_keys() {
-        let r: Result<ModbusDevice, _> = serde_json::from_value(serde_json::json!({"unit": 1, "slave": 2}));
+        let r: Result<ModbusDevice, _> =
+            serde_json::from_value(serde_json::json!({"unit": 1, "slave": 2}));
         assert!(r.unwrap_err().to_string().contains("unknown field `slave`"));
     }
 
@@ -509,7 +557,13 @@ mod tests {
 
     #[test]
     fn rtu_silent_interval() {
-        let mut t = RtuTransport { port: "/dev/x".into(), baud: 9600, data_bits: 8, parity: Parity::None, stop_bits: 1 };
+        let mut t = RtuTransport {
+            port: "/dev/x".into(),
+            baud: 9600,
+            data_bits: 8,
+            parity: Parity::None,
+            stop_bits: 1,
+        };
         // 3.5 chars * 10 bits / 9600 baud = 3.646 ms
         assert_eq!(t.silent_interval(), Duration::from_nanos(3_645_833));
         t.parity = Parity::Even;
@@ -524,13 +578,21 @@ mod tests {
 
     #[test]
     fn bus_splits_timing_and_transport() {
-        let b: Bus<TcpTransport> =
-            serde_json::from_value(serde_json::json!({"host": "10.0.0.5", "timeout": "250ms", "retries": 2}))
-                .unwrap();
-        assert_eq!(b.transport, TcpTransport { host: "10.0.0.5".into(), port: 502 });
+        let b: Bus<TcpTransport> = serde_json::from_value(
+            serde_json::json!({"host": "10.0.0.5", "timeout": "250ms", "retries": 2}),
+        )
+        .unwrap();
+        assert_eq!(
+            b.transport,
+            TcpTransport {
+                host: "10.0.0.5".into(),
+                port: 502
+            }
+        );
         assert_eq!(b.timing.timeout, Duration::from_millis(250));
         assert_eq!(b.timing.retries, 2);
-        let bad: Result<Bus<RtuTransport>, _> = serde_json::from_value(serde_json::json!({"port": "/dev/x", "host": "y"}));
+        let bad: Result<Bus<RtuTransport>, _> =
+            serde_json::from_value(serde_json::json!({"port": "/dev/x", "host": "y"}));
         assert!(bad.is_err());
     }
 }

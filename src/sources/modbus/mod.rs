@@ -33,8 +33,18 @@ pub struct ModbusSource {
 }
 
 impl ModbusSource {
-    pub fn new(name: &str, transport: Transport, timing: Timing, devices: Vec<DeviceRt>) -> ModbusSource {
-        ModbusSource { name: Arc::from(name), transport, timing, devices }
+    pub fn new(
+        name: &str,
+        transport: Transport,
+        timing: Timing,
+        devices: Vec<DeviceRt>,
+    ) -> ModbusSource {
+        ModbusSource {
+            name: Arc::from(name),
+            transport,
+            timing,
+            devices,
+        }
     }
 
     /// Read requests per poll cycle of each device, as planned (before any fallback).
@@ -53,21 +63,38 @@ impl Source for ModbusSource {
 
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<'static, ()> {
         let me = *self;
-        let bus = bus::Bus::new(me.name, me.transport, me.timing, me.devices, ctx.events, ctx.shutdown);
+        let bus = bus::Bus::new(
+            me.name,
+            me.transport,
+            me.timing,
+            me.devices,
+            ctx.events,
+            ctx.shutdown,
+        );
         bus::run_boxed(bus, ctx.commands)
     }
 }
 
 /// Parses and checks one bus with its devices, collecting every problem.
-pub fn build(_config: &Config, bus: Option<&BusSpec>, devices: &[&DeviceSpec]) -> Result<Vec<BuiltSource>, Vec<ConfigIssue>> {
+pub fn build(
+    _config: &Config,
+    bus: Option<&BusSpec>,
+    devices: &[&DeviceSpec],
+) -> Result<Vec<BuiltSource>, Vec<ConfigIssue>> {
     let Some(bus) = bus else {
         return Ok(Vec::new());
     };
     let mut issues = Vec::new();
     let parsed = match bus.kind.as_str() {
-        "modbus-tcp" => bus.parse::<Bus<TcpTransport>>().map(|b| (b.timing, Transport::Tcp(b.transport))),
-        "modbus-rtu-over-tcp" => bus.parse::<Bus<TcpTransport>>().map(|b| (b.timing, Transport::RtuOverTcp(b.transport))),
-        _ => bus.parse::<Bus<RtuTransport>>().map(|b| (b.timing, Transport::Rtu(b.transport))),
+        "modbus-tcp" => bus
+            .parse::<Bus<TcpTransport>>()
+            .map(|b| (b.timing, Transport::Tcp(b.transport))),
+        "modbus-rtu-over-tcp" => bus
+            .parse::<Bus<TcpTransport>>()
+            .map(|b| (b.timing, Transport::RtuOverTcp(b.transport))),
+        _ => bus
+            .parse::<Bus<RtuTransport>>()
+            .map(|b| (b.timing, Transport::Rtu(b.transport))),
     };
     let (timing, transport) = match parsed {
         Ok(v) => v,
@@ -77,9 +104,16 @@ pub fn build(_config: &Config, bus: Option<&BusSpec>, devices: &[&DeviceSpec]) -
         issues.push(ConfigIssue::new(bus.path.join_str(&k), m));
     }
     match &transport {
-        Transport::Rtu(r) => issues.extend(r.validate().into_iter().map(|(k, m)| ConfigIssue::new(bus.path.join_str(&k), m))),
+        Transport::Rtu(r) => issues.extend(
+            r.validate()
+                .into_iter()
+                .map(|(k, m)| ConfigIssue::new(bus.path.join_str(&k), m)),
+        ),
         Transport::Tcp(t) | Transport::RtuOverTcp(t) if t.host.is_empty() => {
-            issues.push(ConfigIssue::new(bus.path.key("host"), "host must not be empty"));
+            issues.push(ConfigIssue::new(
+                bus.path.key("host"),
+                "host must not be empty",
+            ));
         }
         _ => {}
     }
@@ -95,10 +129,17 @@ pub fn build(_config: &Config, bus: Option<&BusSpec>, devices: &[&DeviceSpec]) -
         };
         let mut dev_issues: Vec<(String, String)> = dev.validate();
         if transport.is_rtu_framing() && !(1..=247).contains(&dev.unit) {
-            dev_issues.push(("unit".into(), format!("unit {} is outside 1..=247 on an RTU bus", dev.unit)));
+            dev_issues.push((
+                "unit".into(),
+                format!("unit {} is outside 1..=247 on an RTU bus", dev.unit),
+            ));
         }
         if !dev_issues.is_empty() {
-            issues.extend(dev_issues.into_iter().map(|(k, m)| ConfigIssue::new(d.path.join_str(&k), m)));
+            issues.extend(
+                dev_issues
+                    .into_iter()
+                    .map(|(k, m)| ConfigIssue::new(d.path.join_str(&k), m)),
+            );
             continue;
         }
         for (i, p) in dev.points.iter().enumerate() {
@@ -114,5 +155,8 @@ pub fn build(_config: &Config, bus: Option<&BusSpec>, devices: &[&DeviceSpec]) -
         return Err(issues);
     }
     let source = ModbusSource::new(&bus.name, transport, timing, runtime);
-    Ok(vec![BuiltSource { source: Box::new(source), catalog }])
+    Ok(vec![BuiltSource {
+        source: Box::new(source),
+        catalog,
+    }])
 }
