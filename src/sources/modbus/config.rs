@@ -344,7 +344,7 @@ impl ModbusDevice {
             if k.register.is_bits() && ty != DataType::Bool {
                 out.push((
                     at("type"),
-                    format!("{:?} points are bool; `type` must be bool", k.register),
+                    format!("`{}` points are bool; `type` must be bool", k.register.name()),
                 ));
             }
             if let Some(bit) = k.bit {
@@ -394,7 +394,7 @@ impl ModbusDevice {
                 if matches!(k.register, Table::Input | Table::DiscreteInput) {
                     out.push((
                         at("writable"),
-                        format!("{:?} registers are read-only", k.register),
+                        format!("`{}` points are read-only", k.register.name()),
                     ));
                 }
                 if c.scale == Some(0.0) {

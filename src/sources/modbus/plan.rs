@@ -24,6 +24,16 @@ impl Table {
     pub fn is_bits(self) -> bool {
         matches!(self, Table::Coil | Table::DiscreteInput)
     }
+    /// The name used in the device map.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Coil => "coil",
+            Table::DiscreteInput => "discrete_input",
+            Table::Holding => "holding",
+            Table::Input => "input",
+        }
+    }
+
     pub fn function_code(self) -> u8 {
         match self {
             Table::Coil => 1,
