@@ -5,7 +5,8 @@ Usage: modbus_peer.py tcp PORT | rtu TTY BAUD
 Prints `READY` once serving, then one line per request it receives:
 `REQ <unit> <fc> <address> <count> [values...]` (values only for writes).
 Unit 1: every data type, contiguous. Unit 2: an SDM-style input map with unmapped gaps
-(reads across a gap get an illegal-address exception). Other units do not exist.
+(reads across a gap get an illegal-address exception). Other units do not exist and
+get no answer, like an absent slave on RS-485.
 """
 
 import asyncio
@@ -59,13 +60,38 @@ def trace(sending, pdu):
     return pdu
 
 
+KNOWN = (1, 2)
+
+
+def mute_unknown(unit_at):
+    """pymodbus 3.16 answers unknown ids of a SimDevice list with an exception even with
+    ignore_missing_devices; drop those answers so an absent slave is silent."""
+
+    def trace_packet(sending, data):
+        if sending and len(data) > unit_at and data[unit_at] not in KNOWN:
+            return b""
+        return data
+
+    return trace_packet
+
+
 async def main():
     devices = [unit1(), unit2()]
     if sys.argv[1] == "tcp":
-        server = ModbusTcpServer(devices, address=("127.0.0.1", int(sys.argv[2])), trace_pdu=trace)
+        server = ModbusTcpServer(
+            devices, address=("127.0.0.1", int(sys.argv[2])), ignore_missing_devices=True,
+            trace_pdu=trace,
+            trace_packet=mute_unknown(6),
+        )
     else:
         server = ModbusSerialServer(
-            devices, framer=FramerType.RTU, port=sys.argv[2], baudrate=int(sys.argv[3]), trace_pdu=trace
+            devices,
+            framer=FramerType.RTU,
+            port=sys.argv[2],
+            baudrate=int(sys.argv[3]),
+            ignore_missing_devices=True,
+            trace_pdu=trace,
+            trace_packet=mute_unknown(0),
         )
     task = asyncio.create_task(server.serve_forever())
     for _ in range(100):
