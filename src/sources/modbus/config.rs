@@ -344,7 +344,10 @@ impl ModbusDevice {
             if k.register.is_bits() && ty != DataType::Bool {
                 out.push((
                     at("type"),
-                    format!("`{}` points are bool; `type` must be bool", k.register.name()),
+                    format!(
+                        "`{}` points are bool; `type` must be bool",
+                        k.register.name()
+                    ),
                 ));
             }
             if let Some(bit) = k.bit {
