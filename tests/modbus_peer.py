@@ -1,6 +1,6 @@
 """pymodbus server used as an independent Modbus peer by tests/modbus_pymodbus.rs.
 
-Usage: modbus_peer.py tcp PORT | rtu TTY BAUD
+Usage: modbus_peer.py tcp PORT | rtu-over-tcp PORT | rtu TTY BAUD
 
 Prints `READY` once serving, then one line per request it receives:
 `REQ <unit> <fc> <address> <count> [values...]` (values only for writes).
@@ -77,11 +77,15 @@ def mute_unknown(unit_at):
 
 async def main():
     devices = [unit1(), unit2()]
-    if sys.argv[1] == "tcp":
+    if sys.argv[1] in ("tcp", "rtu-over-tcp"):
+        rtu = sys.argv[1] == "rtu-over-tcp"
         server = ModbusTcpServer(
-            devices, address=("127.0.0.1", int(sys.argv[2])), ignore_missing_devices=True,
+            devices,
+            framer=FramerType.RTU if rtu else FramerType.SOCKET,
+            address=("127.0.0.1", int(sys.argv[2])),
+            ignore_missing_devices=True,
             trace_pdu=trace,
-            trace_packet=mute_unknown(6),
+            trace_packet=mute_unknown(0 if rtu else 6),
         )
     else:
         server = ModbusSerialServer(

@@ -1,5 +1,5 @@
-//! Against pymodbus (an independent implementation) as the server, over Modbus TCP and over
-//! RTU through a socat pseudo-terminal pair: exact decoding of pymodbus-encoded values,
+//! Against pymodbus (an independent implementation) as the server, over Modbus TCP, RTU
+//! framing over TCP, and RTU through a socat pseudo-terminal pair: exact decoding of pymodbus-encoded values,
 //! request counts equal to the plan, the illegal-address fallback on a real gapped map, a
 //! missing slave going offline, and writes landing with the right function code and words.
 
@@ -59,8 +59,16 @@ fn script() -> String {
     format!("{}/tests/modbus_peer.py", env!("CARGO_MANIFEST_DIR"))
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Link {
+    Tcp,
+    RtuOverTcp,
+    Rtu,
+}
+
 /// Starts the pymodbus peer; `None` when pymodbus (or socat for RTU) is missing.
-async fn start(rtu: bool) -> Option<(Peer, String)> {
+async fn start(link: Link) -> Option<(Peer, String)> {
+    let rtu = link == Link::Rtu;
     if !have("python3", &["-c", "import pymodbus"]) {
         peer_missing("python3 with pymodbus (pip install pymodbus)");
         return None;
@@ -168,8 +176,8 @@ devices:
     )
 }
 
-async fn scenario(rtu: bool) {
-    let Some((peer, bus)) = start(rtu).await else {
+async fn scenario(link: Link) {
+    let Some((peer, bus)) = start(link).await else {
         return;
     };
     let h = run_yaml(&yaml(&bus));
@@ -270,10 +278,15 @@ async fn scenario(rtu: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymodbus_over_tcp() {
-    scenario(false).await;
+    scenario(Link::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymodbus_over_rtu_on_a_pty_pair() {
-    scenario(true).await;
+    scenario(Link::Rtu).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymodbus_rtu_framing_over_tcp() {
+    scenario(Link::RtuOverTcp).await;
 }

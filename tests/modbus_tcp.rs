@@ -493,3 +493,37 @@ async fn dropped_connection_is_recovered() {
     h.stop().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_multiple_devices_get_fc15_and_fc16_and_retained_when_told() {
+    let sim = Sim::default();
+    let server = TcpSim::start(&sim).await;
+    sim.unit(4, |_| ());
+    let yaml = format!(
+        "{}devices:\n  - name: m\n    bus: plc\n    unit: 4\n    poll: 1h\n    write_multiple: true\n    apply_retained: true\n    points:\n      - {{ name: reg, register: holding, address: 3, type: i16, writable: true }}\n      - {{ name: coil, register: coil, address: 9, writable: true }}\n",
+        header(server.addr, "")
+    );
+    let h = run_yaml(&yaml);
+    wait_for(10, "first cycle", || h.last("m", "coil").is_some()).await;
+    h.set("m", "reg", "-2", true).await;
+    h.set("m", "coil", "1", true).await;
+    wait_for(10, "two results", || h.publishes().len() >= 2).await;
+    h.stop().await;
+    assert!(
+        h.publishes().iter().all(|(_, v)| v["ok"] == true),
+        "{:?}",
+        h.publishes()
+    );
+    sim.unit(4, |u| {
+        assert_eq!(u.holding[3], 0xFFFE);
+        assert!(u.coils[9]);
+    });
+    let fcs: Vec<u8> = sim
+        .log()
+        .iter()
+        .filter(|r| r.fc >= 5)
+        .map(|r| r.fc)
+        .collect();
+    assert_eq!(fcs, vec![16, 15]);
+    server.stop().await;
+}
