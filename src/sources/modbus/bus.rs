@@ -81,6 +81,8 @@ struct Dev {
     resume: usize,
     retries_left: u8,
     answered: bool,
+    /// A write landed: read the device again right after this cycle.
+    poll_soon: bool,
     online: Option<bool>,
     failed_cycles: u32,
     last: Vec<Option<Value>>,
@@ -125,6 +127,7 @@ impl Bus {
                     resume: 0,
                     retries_left: timing.retries,
                     answered: false,
+                    poll_soon: false,
                     online: None,
                     failed_cycles: 0,
                     last: vec![None; n],
@@ -185,7 +188,7 @@ impl Bus {
                     Some(cmd) => self.handle_command(cmd).await,
                     None => commands_open = false,
                 },
-                _ = sleep_until(due) => self.poll_device(i).await,
+                _ = sleep_until(due) => self.poll_device(i, &mut commands).await,
             }
         }
     }
@@ -275,8 +278,11 @@ impl Bus {
         let fc = req.function_code().value();
         metrics::counter!("edgebus_modbus_requests_total", "bus" => self.name.to_string(), "device" => device.to_string(), "fc" => fc.to_string())
             .increment(1);
+        let started = Instant::now();
         let r = timeout(t, ctx.call(req)).await;
         self.last_end = Instant::now();
+        metrics::histogram!("edgebus_modbus_request_seconds", "bus" => self.name.to_string())
+            .record((self.last_end - started).as_secs_f64());
         self.last_unit = Some(unit);
         let tcp = matches!(self.transport, Transport::Tcp(_));
         let out = match r {
@@ -339,12 +345,13 @@ impl Bus {
     }
 
     /// Runs (or resumes) one poll cycle of device `i`.
-    async fn poll_device(&mut self, i: usize) {
+    async fn poll_device(&mut self, i: usize, commands: &mut mpsc::Receiver<Command>) {
         let (name, unit, t) = {
             let d = &mut self.devs[i];
             if d.resume == 0 {
                 d.cycle_due = d.next_due;
                 d.answered = false;
+                d.poll_soon = false;
             }
             (d.rt.name.clone(), d.rt.unit, d.rt.timeout)
         };
@@ -353,6 +360,10 @@ impl Bus {
         while k < self.devs[i].requests.len() {
             if self.shutdown.is_cancelled() {
                 return;
+            }
+            // Writes go between two requests, not behind a whole (possibly long) cycle.
+            while let Ok(cmd) = commands.try_recv() {
+                self.handle_command(cmd).await;
             }
             let req = self.devs[i].requests[k].clone();
             let mut quick_retries = if offline { 0 } else { self.timing.retries };
@@ -415,7 +426,11 @@ impl Bus {
         let now = Instant::now();
         if d.answered {
             d.failed_cycles = 0;
-            d.next_due = (d.cycle_due + d.rt.poll).max(now);
+            d.next_due = if d.poll_soon {
+                now
+            } else {
+                (d.cycle_due + d.rt.poll).max(now)
+            };
             self.set_online(i, true).await;
         } else {
             d.failed_cycles = d.failed_cycles.saturating_add(1);
@@ -534,6 +549,7 @@ impl Bus {
                 metrics::counter!("edgebus_modbus_writes_total", &labels("ok")).increment(1);
                 // Read back soon so the new value shows up.
                 let d = &mut self.devs[i];
+                d.poll_soon = true;
                 if d.resume == 0 && d.online != Some(false) {
                     d.next_due = d.next_due.min(Instant::now());
                 }
