@@ -22,17 +22,22 @@ const POINTS: u16 = 200;
 struct Regs {
     holding: Arc<Vec<u16>>,
     requests: Arc<AtomicU64>,
+    /// Response delay in microseconds (a real device's turnaround), 0 for none.
+    latency_us: Arc<AtomicU64>,
 }
 
 impl tokio_modbus::server::Service for Regs {
     type Request = SlaveRequest<'static>;
     type Response = Response;
     type Exception = ExceptionCode;
-    type Future = std::future::Ready<Result<Response, ExceptionCode>>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, ExceptionCode>> + Send>,
+    >;
 
     fn call(&self, req: Self::Request) -> Self::Future {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        std::future::ready(match req.request {
+        let latency = Duration::from_micros(self.latency_us.load(Ordering::Relaxed));
+        let out = match req.request {
             Request::ReadHoldingRegisters(a, n) => {
                 let (a, n) = (usize::from(a), usize::from(n));
                 match self.holding.get(a..a + n) {
@@ -41,6 +46,12 @@ impl tokio_modbus::server::Service for Regs {
                 }
             }
             _ => Err(ExceptionCode::IllegalFunction),
+        };
+        Box::pin(async move {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            out
         })
     }
 }
@@ -86,7 +97,6 @@ async fn run(port: u16, requests: &AtomicU64, one_per_point: bool, secs: f64) ->
     let cycles = Arc::new(Mutex::new((0u64, None::<Instant>, 0u64)));
     let c = cycles.clone();
     let last = format!("p{}", POINTS - 1);
-    let before = requests.load(Ordering::Relaxed);
     tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
             if let SourceEvent::Reading(r) = ev
@@ -114,9 +124,9 @@ async fn run(port: u16, requests: &AtomicU64, one_per_point: bool, secs: f64) ->
     );
     shutdown.cancel();
     let _ = task.await;
-    let _ = before;
     let polls = (c1 - c0) as f64 / dt.as_secs_f64();
-    let per_cycle = (r1 - r0) as f64 / (c1 - c0).max(1) as f64;
+    // NaN (printed as such) when the run was too short for one whole cycle.
+    let per_cycle = (r1 - r0) as f64 / (c1 - c0) as f64;
     (polls, per_cycle)
 }
 
@@ -144,7 +154,11 @@ fn main() {
             w[0] = u16::from_be_bytes([b[0], b[1]]);
             w[1] = u16::from_be_bytes([b[2], b[3]]);
         }
-        let regs = Regs { holding: Arc::new(holding), requests: Arc::new(AtomicU64::new(0)) };
+        let regs = Regs {
+            holding: Arc::new(holding),
+            requests: Arc::new(AtomicU64::new(0)),
+            latency_us: Arc::new(AtomicU64::new(0)),
+        };
         let svc = regs.clone();
         tokio::spawn(async move {
             let server = Server::new(listener);
@@ -155,12 +169,16 @@ fn main() {
             let _ = server.serve(&on_connected, |_| {}).await;
         });
         println!("modbus_poll: {POINTS} f32 points on one device, Modbus TCP, in-process server, {secs} s per run");
-        for (label, one) in [("planned reads", false), ("one request per point", true)] {
-            let (polls, per_cycle) = run(port, &regs.requests, one, secs).await;
-            println!(
-                "  {label:<22} {per_cycle:>6.1} requests/cycle  {polls:>8.1} polls/s  {:>9.0} points/s",
-                polls * f64::from(POINTS)
-            );
+        for latency_us in [0u64, 2000] {
+            regs.latency_us.store(latency_us, Ordering::Relaxed);
+            println!("  device turnaround {} ms:", latency_us as f64 / 1000.0);
+            for (label, one) in [("planned reads", false), ("one request per point", true)] {
+                let (polls, per_cycle) = run(port, &regs.requests, one, secs).await;
+                println!(
+                    "    {label:<22} {per_cycle:>6.1} requests/cycle  {polls:>8.1} polls/s  {:>9.0} points/s",
+                    polls * f64::from(POINTS)
+                );
+            }
         }
     });
 }

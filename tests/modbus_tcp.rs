@@ -527,3 +527,23 @@ async fn write_multiple_devices_get_fc15_and_fc16_and_retained_when_told() {
     assert_eq!(fcs, vec![16, 15]);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_target_failure_counts_as_a_silent_slave() {
+    let sim = Sim::default();
+    let server = TcpSim::start(&sim).await;
+    sim.unit(6, |u| u.fail = Some(ExceptionCode::GatewayTargetDevice));
+    sim.unit(7, |u| u.holding[0] = 70);
+    let yaml = format!(
+        "{}devices:\n  - name: behind\n    bus: plc\n    unit: 6\n    poll: 50ms\n    points:\n      - {{ name: v, register: holding, address: 0 }}\n  - name: ok\n    bus: plc\n    unit: 7\n    poll: 50ms\n    points:\n      - {{ name: v, register: holding, address: 0 }}\n",
+        header(server.addr, "")
+    );
+    let h = run_yaml(&yaml);
+    wait_for(10, "offline", || h.availability("behind") == vec![false]).await;
+    sim.unit(6, |u| u.fail = None);
+    wait_for(10, "back", || h.availability("behind") == vec![false, true]).await;
+    h.stop().await;
+    assert_eq!(h.availability("ok"), vec![true]);
+    assert_eq!(good(&h.last("ok", "v")), Some(&Value::UInt(70)));
+    server.stop().await;
+}

@@ -56,11 +56,17 @@ impl BusError {
         }
     }
 
-    /// The slave (or the link) did not answer at all.
+    /// The slave (or the link) did not answer at all. A TCP gateway reporting that its
+    /// serial-side target did not respond (0x0A/0x0B) counts as silence of that slave.
     fn is_silence(&self) -> bool {
         matches!(
             self,
-            BusError::Timeout(_) | BusError::Io(_) | BusError::NotConnected
+            BusError::Timeout(_)
+                | BusError::Io(_)
+                | BusError::NotConnected
+                | BusError::Exception(
+                    ExceptionCode::GatewayPathUnavailable | ExceptionCode::GatewayTargetDevice
+                )
         )
     }
 }
