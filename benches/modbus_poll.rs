@@ -74,7 +74,7 @@ fn yaml(port: u16, one_per_point: bool) -> String {
     s
 }
 
-async fn run(port: u16, requests: &AtomicU64, one_per_point: bool, secs: f64) -> (f64, f64) {
+async fn run(port: u16, requests: &Arc<AtomicU64>, one_per_point: bool, secs: f64) -> (f64, f64) {
     let config = Config::from_text(
         std::path::Path::new("bench.yaml"),
         &yaml(port, one_per_point),
@@ -94,39 +94,39 @@ async fn run(port: u16, requests: &AtomicU64, one_per_point: bool, secs: f64) ->
         commands: cmd_rx,
         shutdown: shutdown.clone(),
     };
-    let cycles = Arc::new(Mutex::new((0u64, None::<Instant>, 0u64)));
-    let c = cycles.clone();
+    // One mark (time, requests so far) per completed cycle: the last point's reading.
+    let marks: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let sink = marks.clone();
     let last = format!("p{}", POINTS - 1);
+    let counter = requests.clone();
     tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
             if let SourceEvent::Reading(r) = ev
                 && *r.point == *last
             {
-                let mut g = c.lock().unwrap();
-                g.0 += 1;
-                g.1.get_or_insert_with(Instant::now);
+                sink.lock()
+                    .unwrap()
+                    .push((Instant::now(), counter.load(Ordering::Relaxed)));
             }
         }
     });
     let task = tokio::spawn(source.run(ctx));
-    // Warm up (connect, first cycle), then measure.
+    // Warm up (connect, first cycle), then measure between the first and last cycle ends
+    // inside the window, so partial cycles do not skew the figures.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (c0, r0, t0) = (
-        cycles.lock().unwrap().0,
-        requests.load(Ordering::Relaxed),
-        Instant::now(),
-    );
+    let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    let (c1, r1, dt) = (
-        cycles.lock().unwrap().0,
-        requests.load(Ordering::Relaxed),
-        t0.elapsed(),
-    );
     shutdown.cancel();
     let _ = task.await;
-    let polls = (c1 - c0) as f64 / dt.as_secs_f64();
-    // NaN (printed as such) when the run was too short for one whole cycle.
-    let per_cycle = (r1 - r0) as f64 / (c1 - c0) as f64;
+    let marks = marks.lock().unwrap();
+    let inside: Vec<&(Instant, u64)> = marks.iter().filter(|(t, _)| *t >= t0).collect();
+    let (Some(first), Some(last)) = (inside.first(), inside.last()) else {
+        return (0.0, f64::NAN);
+    };
+    let n = (inside.len() - 1) as f64;
+    let polls = n / (last.0 - first.0).as_secs_f64();
+    // NaN when the run was too short for two cycle ends.
+    let per_cycle = (last.1 - first.1) as f64 / n;
     (polls, per_cycle)
 }
 
