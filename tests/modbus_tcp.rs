@@ -547,3 +547,29 @@ async fn gateway_target_failure_counts_as_a_silent_slave() {
     assert_eq!(good(&h.last("ok", "v")), Some(&Value::UInt(70)));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_slave_keeps_its_own_poll_interval() {
+    let sim = Sim::default();
+    let server = TcpSim::start(&sim).await;
+    sim.unit(1, |_| ());
+    sim.unit(2, |_| ());
+    let dev = |name: &str, unit: u8, poll: &str| {
+        format!(
+            "  - name: {name}\n    bus: plc\n    unit: {unit}\n    poll: {poll}\n    points:\n      - {{ name: v, register: holding, address: 0 }}\n"
+        )
+    };
+    let yaml = format!(
+        "{}devices:\n{}{}",
+        header(server.addr, ""),
+        dev("fast", 1, "40ms"),
+        dev("slow", 2, "400ms")
+    );
+    let h = run_yaml(&yaml);
+    wait_for(10, "slow polled four times", || sim.count(2) >= 4).await;
+    h.stop().await;
+    let (fast, slow) = (sim.count(1), sim.count(2));
+    // 10x the rate by configuration; allow a lot of scheduling slack.
+    assert!(fast >= 4 * slow, "fast {fast}, slow {slow}");
+    server.stop().await;
+}

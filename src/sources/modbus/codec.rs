@@ -566,4 +566,62 @@ mod tests {
         assert_eq!(set_bit(0xFFFF, 15, false), Ok(0x7FFF));
         assert_eq!(set_bit(0, 16, true), Err(CodecError::BadBit(16)));
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn ty() -> impl Strategy<Value = DataType> {
+            prop::sample::select(vec![
+                DataType::Bool,
+                DataType::U16,
+                DataType::I16,
+                DataType::U32,
+                DataType::I32,
+                DataType::U64,
+                DataType::I64,
+                DataType::F32,
+                DataType::F64,
+                DataType::String,
+            ])
+        }
+
+        fn order() -> impl Strategy<Value = WordOrder> {
+            prop::sample::select(vec![
+                WordOrder::ABCD,
+                WordOrder::CDAB,
+                WordOrder::BADC,
+                WordOrder::DCBA,
+            ])
+        }
+
+        proptest! {
+            /// Whatever a device sends, decoding returns a value or an error.
+            #[test]
+            fn decode_never_panics(regs in prop::collection::vec(any::<u16>(), 0..10), t in ty(), o in order(), bit in prop::option::of(0u8..20)) {
+                let _ = decode_registers(&regs, t, o, bit);
+            }
+
+            #[test]
+            fn integers_round_trip(v in -(1i64 << 53)..(1i64 << 53), o in order()) {
+                let regs = encode_registers(&WriteValue::Number(v as f64), DataType::I64, o, 0, false).unwrap();
+                prop_assert_eq!(decode_registers(&regs, DataType::I64, o, None).unwrap(), Raw::Int(v));
+                let v32 = (v % (1 << 31)) as i32;
+                let regs = encode_registers(&WriteValue::Number(f64::from(v32)), DataType::I32, o, 0, false).unwrap();
+                prop_assert_eq!(decode_registers(&regs, DataType::I32, o, None).unwrap(), Raw::Int(i64::from(v32)));
+            }
+
+            #[test]
+            fn floats_round_trip(bits in any::<u64>(), o in order()) {
+                let f = f64::from_bits(bits);
+                prop_assume!(f.is_finite());
+                let regs = encode_registers(&WriteValue::Number(f), DataType::F64, o, 0, false).unwrap();
+                prop_assert_eq!(decode_registers(&regs, DataType::F64, o, None).unwrap(), Raw::Float(f));
+                let g = f32::from_bits(bits as u32);
+                prop_assume!(g.is_finite());
+                let regs = encode_registers(&WriteValue::Number(f64::from(g)), DataType::F32, o, 0, false).unwrap();
+                prop_assert_eq!(decode_registers(&regs, DataType::F32, o, None).unwrap(), Raw::Float(f64::from(g)));
+            }
+        }
+    }
 }

@@ -354,4 +354,12 @@ mod tests {
         assert_eq!(v["ok"], false);
         assert_eq!(v["error"], "exception: Illegal data value");
     }
+
+    proptest::proptest! {
+        /// Any payload bytes parse to a value or an error, never a panic.
+        #[test]
+        fn payload_parse_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = parse_payload(&Bytes::from(bytes));
+        }
+    }
 }
