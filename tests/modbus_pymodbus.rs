@@ -136,7 +136,7 @@ fn yaml(bus: &str) -> String {
     format!(
         "gateway: {{ id: gw, data_dir: /tmp }}
 buses:
-  - {{ name: peer, {bus}, timeout: 300ms, retries: 1, backoff_max: 1s }}
+  - {{ name: peer, {bus}, timeout: 1s, retries: 1, backoff_max: 2s }}
 devices:
   - name: all
     bus: peer
