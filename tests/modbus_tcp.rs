@@ -573,3 +573,19 @@ async fn each_slave_keeps_its_own_poll_interval() {
     assert!(fast >= 4 * slow, "fast {fast}, slow {slow}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_out_a_long_timeout() {
+    let sim = Sim::default();
+    let server = TcpSim::start(&sim).await;
+    sim.unit(9, |u| u.silent = true);
+    let yaml = format!(
+        "{}devices:\n  - name: mute\n    bus: plc\n    unit: 9\n    timeout: 30s\n    points:\n      - {{ name: v, register: holding, address: 0 }}\n",
+        header(server.addr, "")
+    );
+    let h = run_yaml(&yaml);
+    wait_for(10, "request sent", || sim.count(9) == 1).await;
+    // Harness::stop allows 5 s; the pending request would take 30 s.
+    h.stop().await;
+    server.stop().await;
+}

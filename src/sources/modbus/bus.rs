@@ -247,9 +247,14 @@ impl Bus {
             .await;
     }
 
+    /// Sends with back-pressure, but never holds up a shutdown (nothing is sent after it).
     async fn emit(&mut self, ev: SourceEvent) {
-        // A closed channel means the core is stopping; nothing to do.
-        let _ = self.events.send(ev).await;
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => {}
+            // A closed channel means the core is stopping; nothing to do.
+            _ = self.events.send(ev) => {}
+        }
     }
 
     /// Waits out the inter-request delay, the slave-switch delay and, on RTU framing, the
@@ -285,7 +290,12 @@ impl Bus {
         metrics::counter!("edgebus_modbus_requests_total", "bus" => self.name.to_string(), "device" => device.to_string(), "fc" => fc.to_string())
             .increment(1);
         let started = Instant::now();
-        let r = timeout(t, ctx.call(req)).await;
+        let shutdown = self.shutdown.clone();
+        let r = tokio::select! {
+            r = timeout(t, ctx.call(req)) => r,
+            // Stop at once instead of waiting out a long timeout.
+            _ = shutdown.cancelled() => return Err(BusError::NotConnected),
+        };
         self.last_end = Instant::now();
         metrics::histogram!("edgebus_modbus_request_seconds", "bus" => self.name.to_string())
             .record((self.last_end - started).as_secs_f64());
