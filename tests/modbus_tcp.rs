@@ -292,6 +292,8 @@ async fn silent_slave_is_backed_off_and_does_not_stall_the_others() {
     assert!(gaps.last().unwrap() > &gaps[1], "{gaps:?}");
     assert_eq!(h.availability("mute"), vec![false]);
     assert_eq!(h.availability("one"), vec![true]);
+    let online = |d: &str| counter("edgebus_modbus_device_online", &[("device", d)]);
+    assert_eq!((online("mute"), online("one")), (0, 1));
     assert_eq!(h.availability("two"), vec![true]);
     assert!(
         h.readings("one", "v")
@@ -321,6 +323,7 @@ async fn silent_slave_is_backed_off_and_does_not_stall_the_others() {
         h.availability("mute") == vec![false, true]
     })
     .await;
+    assert_eq!(online("mute"), 1);
     wait_for(5, "good reading", || {
         good(&h.last("mute", "v")) == Some(&Value::UInt(3))
     })

@@ -237,6 +237,8 @@ impl Bus {
             return;
         }
         d.online = Some(online);
+        metrics::gauge!("edgebus_modbus_device_online", "bus" => self.name.to_string(), "device" => d.rt.name.to_string())
+            .set(if online { 1.0 } else { 0.0 });
         if online {
             info!(bus = %self.name, device = %d.rt.name, "device online");
         } else {
