@@ -2,11 +2,12 @@
 //!
 //! Layout: [`config`] (device map types and checks), [`plan`] (request coalescing),
 //! [`codec`] (registers <-> values), [`write`] (`…/set` commands), [`bus`] (the task that
-//! owns the wire). Everything but `bus` is pure.
+//! schedules the slaves) and [`link`] (the wire). Everything but `bus` and `link` is pure.
 
 pub mod bus;
 pub mod codec;
 pub mod config;
+pub mod link;
 pub mod plan;
 pub mod write;
 
