@@ -592,3 +592,45 @@ async fn shutdown_does_not_wait_out_a_long_timeout() {
     h.stop().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_hole_splits_into_contiguous_runs() {
+    let sim = Sim::default();
+    let server = TcpSim::start(&sim).await;
+    sim.unit(1, |u| {
+        // Only 0..6 and 20..24 exist, as on a meter that refuses unmapped registers.
+        for a in (6..20).chain(24..40) {
+            u.illegal.insert(a);
+        }
+        u.input[4] = 0x4366; // 230.5f32
+        u.input[5] = 0x8000;
+    });
+    let mut points = String::new();
+    for a in [0, 2, 4, 20, 22] {
+        points += &format!("      - {{ name: p{a}, register: input, address: {a}, type: f32 }}\n");
+    }
+    let yaml = format!(
+        "{}devices:\n  - name: m\n    bus: plc\n    unit: 1\n    poll: 50ms\n    max_gap: 20\n    points:\n{points}",
+        header(server.addr, "")
+    );
+    let h = run_yaml(&yaml);
+    wait_for(10, "three cycles", || h.readings("m", "p22").len() >= 3).await;
+    h.stop().await;
+    assert_eq!(good(&h.last("m", "p4")), Some(&Value::Float(230.5)));
+    assert!(
+        h.readings("m", "p0")
+            .iter()
+            .all(|r| r.quality == Quality::Good)
+    );
+    let mut seen: BTreeMap<(u16, u16), usize> = BTreeMap::new();
+    for r in sim.log() {
+        *seen.entry((r.address, r.count)).or_default() += 1;
+    }
+    // One refused merged read, then the two runs every cycle; never a read per point.
+    assert_eq!(seen.get(&(0, 24)), Some(&1));
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        vec![(0, 6), (0, 24), (20, 4)]
+    );
+    server.stop().await;
+}

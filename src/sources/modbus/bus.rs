@@ -223,7 +223,7 @@ impl Bus {
                     self.devs[i].answered = true;
                     let parts = split(&req, &self.devs[i].spans);
                     warn!(bus = %self.name, device = %name, start = req.start, count = req.count,
-                        "illegal data address on a merged read; reading its {} points separately from now on", parts.len());
+                        "illegal data address on a merged read; split into {} reads from now on", parts.len());
                     self.devs[i].requests.splice(k..=k, parts);
                 }
                 Err(e) if e.is_silence() => {

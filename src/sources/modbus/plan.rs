@@ -150,9 +150,29 @@ fn close((table, start, end, points): (Table, u32, u32, Vec<usize>)) -> ReadRequ
     }
 }
 
-/// The fallback after an illegal-address exception: one request per point (points with
-/// the same span share one), so a single unmapped address only blinds its own point.
+/// The fallback after an illegal-address exception. A read that spans holes is first cut
+/// at the holes (devices that refuse unmapped registers still accept each contiguous run);
+/// a read without holes is cut into one request per point (points with the same span share
+/// one), so a single unmapped address only blinds its own point. The bus task applies this
+/// again to a part that fails, so it settles within two steps.
 pub fn split(req: &ReadRequest, spans: &[Span]) -> Vec<ReadRequest> {
+    let sub: Vec<Span> = req.points.iter().map(|&i| spans[i]).collect();
+    let tight = Limits {
+        max_registers: req.count,
+        max_bits: req.count,
+        max_gap: 0,
+        max_bit_gap: 0,
+    };
+    let runs = plan(&sub, &tight);
+    if runs.len() > 1 {
+        return runs
+            .into_iter()
+            .map(|mut r| {
+                r.points = r.points.iter().map(|&j| req.points[j]).collect();
+                r
+            })
+            .collect();
+    }
     let mut out: Vec<ReadRequest> = Vec::new();
     let mut points = req.points.clone();
     points.sort_by_key(|&i| (spans[i].address, spans[i].count));
@@ -251,6 +271,44 @@ mod tests {
         let spans = [sp(Table::Holding, 65534, 2), sp(Table::Holding, 65535, 1)];
         let p = plan(&spans, &Limits::default());
         assert_eq!((p[0].start, p[0].count), (65534, 2));
+    }
+
+    #[test]
+    fn split_cuts_at_holes_first_then_per_point() {
+        // Three contiguous f32 and two more after a hole.
+        let spans = [
+            sp(Table::Input, 0, 2),
+            sp(Table::Input, 2, 2),
+            sp(Table::Input, 4, 2),
+            sp(Table::Input, 20, 2),
+            sp(Table::Input, 22, 2),
+        ];
+        let p = plan(
+            &spans,
+            &Limits {
+                max_gap: 20,
+                ..Limits::default()
+            },
+        );
+        assert_eq!(p.len(), 1);
+        let runs = split(&p[0], &spans);
+        let shape: Vec<(u16, u16, Vec<usize>)> = runs
+            .iter()
+            .map(|r| (r.start, r.count, r.points.clone()))
+            .collect();
+        assert_eq!(shape, vec![(0, 6, vec![0, 1, 2]), (20, 4, vec![3, 4])]);
+        let singles = split(&runs[0], &spans);
+        assert_eq!(
+            singles
+                .iter()
+                .map(|r| (r.start, r.count))
+                .collect::<Vec<_>>(),
+            vec![(0, 2), (2, 2), (4, 2)]
+        );
+        assert_eq!(
+            singles.iter().map(|r| r.points.clone()).collect::<Vec<_>>(),
+            vec![vec![0], vec![1], vec![2]]
+        );
     }
 
     #[test]
