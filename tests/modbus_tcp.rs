@@ -634,3 +634,55 @@ async fn refused_hole_splits_into_contiguous_runs() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_answers_are_retried_counted_and_bad() {
+    let sim = Sim::default();
+    let server = TcpSim::start(&sim).await;
+    sim.unit(8, |u| {
+        u.short = true;
+        u.holding[1] = 5;
+    });
+    let yaml = format!(
+        "{}devices:\n  - name: short\n    bus: plc\n    unit: 8\n    poll: 50ms\n    points:\n      - {{ name: v, register: holding, address: 0, type: u32 }}\n",
+        header(server.addr, "")
+    );
+    let before = counter(
+        "edgebus_modbus_errors_total",
+        &[("device", "short"), ("kind", "short")],
+    );
+    let h = run_yaml(&yaml);
+    wait_for(10, "two bad readings", || {
+        h.readings("short", "v").len() >= 2
+    })
+    .await;
+    assert!(
+        h.readings("short", "v")
+            .iter()
+            .all(|r| r.quality == Quality::Bad)
+    );
+    sim.unit(8, |u| u.short = false);
+    wait_for(10, "good", || {
+        good(&h.last("short", "v")) == Some(&Value::UInt(5))
+    })
+    .await;
+    h.stop().await;
+    let after = counter(
+        "edgebus_modbus_errors_total",
+        &[("device", "short"), ("kind", "short")],
+    );
+    // The first bad cycle retried at once (retries: 1); after it the slave delivered nothing
+    // usable, so it went offline and later cycles were single probes (no retries).
+    let bad = h
+        .readings("short", "v")
+        .iter()
+        .filter(|r| r.quality == Quality::Bad)
+        .count() as u64;
+    let n = after - before;
+    assert!(
+        bad >= 2 && n > bad && n <= bad + 2,
+        "{bad} bad readings, {n} short answers"
+    );
+    assert_eq!(h.availability("short"), vec![false, true]);
+    server.stop().await;
+}

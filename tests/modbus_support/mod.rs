@@ -42,6 +42,8 @@ pub struct Unit {
     pub illegal: HashSet<u16>,
     /// Every request gets this exception.
     pub fail: Option<ExceptionCode>,
+    /// Register reads answer one register less than asked.
+    pub short: bool,
 }
 
 impl Default for Unit {
@@ -54,6 +56,7 @@ impl Default for Unit {
             silent: false,
             illegal: HashSet::new(),
             fail: None,
+            short: false,
         }
     }
 }
@@ -114,6 +117,17 @@ impl Sim {
             return Err(e);
         }
         let range = usize::from(address)..usize::from(address) + usize::from(count);
+        if u.short
+            && matches!(
+                req.request,
+                Request::ReadHoldingRegisters(..) | Request::ReadInputRegisters(..)
+            )
+        {
+            let short = range.start..range.end.saturating_sub(1);
+            return Ok(Some(Response::ReadHoldingRegisters(
+                u.holding[short].to_vec(),
+            )));
+        }
         if range.end > 65536 || range.clone().any(|a| u.illegal.contains(&(a as u16))) {
             return Err(ExceptionCode::IllegalDataAddress);
         }

@@ -186,8 +186,7 @@ impl Link {
             Ok(Ok(Ok(resp))) => Ok(resp),
         };
         if let Err(e) = &out {
-            metrics::counter!("edgebus_modbus_errors_total", "bus" => self.name.to_string(), "device" => device.to_string(), "kind" => e.kind())
-                .increment(1);
+            self.count_error(device, e);
             let drop_conn = match e {
                 BusError::Io(_) => true,
                 BusError::Timeout(_) | BusError::Protocol(_) => tcp,
@@ -217,7 +216,7 @@ impl Link {
             Table::Input => Request::ReadInputRegisters(start, count),
         };
         let want = usize::from(count);
-        match self.transact(device, unit, request, t).await? {
+        let out = match self.transact(device, unit, request, t).await? {
             Response::ReadCoils(mut b) | Response::ReadDiscreteInputs(mut b) if b.len() >= want => {
                 b.truncate(want);
                 Ok(Data::Bits(b))
@@ -234,7 +233,16 @@ impl Link {
                 Err(BusError::Short { got: w.len(), want })
             }
             other => Err(BusError::Protocol(format!("unexpected response {other:?}"))),
+        };
+        if let Err(e) = &out {
+            self.count_error(device, e);
         }
+        out
+    }
+
+    fn count_error(&self, device: &Arc<str>, e: &BusError) {
+        metrics::counter!("edgebus_modbus_errors_total", "bus" => self.name.to_string(), "device" => device.to_string(), "kind" => e.kind())
+            .increment(1);
     }
 
     /// Performs one write (two requests for a bit: read, then write the word back).
@@ -276,7 +284,9 @@ impl Link {
                 {
                     Response::ReadHoldingRegisters(w) if w.len() == 1 => w[0],
                     other => {
-                        return Err(BusError::Protocol(format!("unexpected response {other:?}")));
+                        let e = BusError::Protocol(format!("unexpected response {other:?}"));
+                        self.count_error(name, &e);
+                        return Err(e);
                     }
                 };
                 let word = super::codec::set_bit(word, bit, on)
