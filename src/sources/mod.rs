@@ -3,6 +3,7 @@
 //! one line in [`KINDS`].
 
 pub mod host;
+pub mod modbus;
 pub mod synthetic;
 
 use std::sync::Arc;
@@ -95,7 +96,7 @@ pub struct Kind {
 }
 
 /// The registry of source kinds.
-pub const KINDS: &[Kind] = &[host::KIND, synthetic::KIND];
+pub const KINDS: &[Kind] = &[host::KIND, modbus::KIND, synthetic::KIND];
 
 /// All sources of a config and their catalog.
 pub struct Built {
