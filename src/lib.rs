@@ -1,0 +1,2 @@
+pub mod reading;
+pub mod sources;
