@@ -1,7 +1,9 @@
 //! Decoders see arbitrary radio bytes: none of them may panic, whatever arrives.
 
 use edgebus::sources::ble::advert::{Advert, Mac, uuid16};
-use edgebus::sources::ble::decode::{self, DecodeCtx, Format, atc, beacon, bthome, mibeacon, ruuvi};
+use edgebus::sources::ble::decode::{
+    self, DecodeCtx, Format, atc, beacon, bthome, mibeacon, ruuvi,
+};
 use proptest::prelude::*;
 
 fn with_header(header: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {

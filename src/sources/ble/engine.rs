@@ -1,0 +1,426 @@
+//! The advert half of the source without I/O: adverts and clock ticks in, events and
+//! watchdog actions out. Device matching, decoding with bind keys, replay protection,
+//! packet-id de-duplication, minimum publish interval, privacy and offline detection.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+use tokio::time::Instant;
+
+use super::advert::{Advert, Mac};
+use super::config::{DEFAULT_DEDUP_WINDOW, DecoderChoice};
+use super::decode::bthome::PacketIdFilter;
+use super::decode::{self, DecodeError, Format, Measurement};
+use super::watchdog::{Action, Watchdog};
+use crate::config::PointCommon;
+use crate::reading::{Reading, Value};
+use crate::sources::SourceEvent;
+
+/// A mapped device, ready to run.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    pub name: Arc<str>,
+    pub mac: Option<Mac>,
+    pub local_name: Option<String>,
+    pub decoder: DecoderChoice,
+    pub key: Option<Vec<u8>>,
+    pub min_interval: Duration,
+    pub offline_after: Duration,
+    pub rssi: bool,
+    /// (decoder value name, point) when the map selects points; `None` publishes all.
+    pub points: Option<Vec<(String, PointCommon)>>,
+}
+
+/// Opt-in publishing of devices that are not in the map.
+#[derive(Debug, Clone)]
+pub struct UnknownSpec {
+    pub hash_key: Vec<u8>,
+    pub prefix: String,
+    pub formats: Vec<Format>,
+    pub min_interval: Duration,
+    pub max_devices: usize,
+}
+
+#[derive(Debug)]
+struct DeviceState {
+    spec: DeviceSpec,
+    last_seen: Instant,
+    online: Option<bool>,
+    last_publish: Option<Instant>,
+    dedup: PacketIdFilter,
+    last_counter: Option<u32>,
+    warned: HashSet<&'static str>,
+}
+
+#[derive(Debug)]
+struct UnknownState {
+    name: Arc<str>,
+    last_seen: Instant,
+    last_publish: Option<Instant>,
+    dedup: PacketIdFilter,
+}
+
+pub struct Engine {
+    bus: Arc<str>,
+    devices: Vec<DeviceState>,
+    by_mac: HashMap<Mac, usize>,
+    by_name: HashMap<String, usize>,
+    unknown: Option<UnknownSpec>,
+    unknown_state: HashMap<Mac, UnknownState>,
+    dedup_window: Duration,
+    pub watchdog: Watchdog,
+}
+
+/// Keyed hash of a MAC: stable per key, not reversible without it.
+pub fn hashed_name(key: &[u8], prefix: &str, mac: Mac) -> String {
+    let Ok(mut h) = Hmac::<Sha256>::new_from_slice(key) else {
+        return format!("{prefix}unknown");
+    };
+    h.update(&mac.0);
+    let out = h.finalize().into_bytes();
+    format!("{prefix}{}", hex::encode(&out[..8]))
+}
+
+fn reason(e: &DecodeError) -> &'static str {
+    match e {
+        DecodeError::TooShort(_) => "too_short",
+        DecodeError::NotThisFormat => "wrong_format",
+        DecodeError::Unsupported(_) => "unsupported",
+        DecodeError::NoKey => "no_key",
+        DecodeError::BadKeyLength(_) => "bad_key",
+        DecodeError::Decrypt => "decrypt",
+        DecodeError::NoMac => "no_mac",
+    }
+}
+
+impl Engine {
+    pub fn new(
+        bus: Arc<str>,
+        devices: Vec<DeviceSpec>,
+        unknown: Option<UnknownSpec>,
+        dedup_window: Option<Duration>,
+        watchdog: Watchdog,
+        now: Instant,
+    ) -> Engine {
+        let mut by_mac = HashMap::new();
+        let mut by_name = HashMap::new();
+        let devices: Vec<DeviceState> = devices
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                if let Some(m) = spec.mac {
+                    by_mac.insert(m, i);
+                }
+                if let Some(n) = &spec.local_name {
+                    by_name.insert(n.clone(), i);
+                }
+                DeviceState {
+                    spec,
+                    last_seen: now,
+                    online: None,
+                    last_publish: None,
+                    dedup: PacketIdFilter::default(),
+                    last_counter: None,
+                    warned: HashSet::new(),
+                }
+            })
+            .collect();
+        Engine {
+            bus,
+            devices,
+            by_mac,
+            by_name,
+            unknown,
+            unknown_state: HashMap::new(),
+            dedup_window: dedup_window.unwrap_or(DEFAULT_DEDUP_WINDOW),
+            watchdog,
+        }
+    }
+
+    fn lookup(&self, adv: &Advert) -> Option<usize> {
+        if let Some(i) = adv.mac.and_then(|m| self.by_mac.get(&m)) {
+            return Some(*i);
+        }
+        let i = *adv.name.as_ref().and_then(|n| self.by_name.get(n))?;
+        // A device mapped by MAC *and* name must match both.
+        match self.devices[i].spec.mac {
+            Some(m) if Some(m) != adv.mac => None,
+            _ => Some(i),
+        }
+    }
+
+    /// Handles one advert received at `now` (`ts` for the readings).
+    pub fn on_advert(&mut self, adv: &Advert, now: Instant, ts: SystemTime) -> Vec<SourceEvent> {
+        self.watchdog.heard(now);
+        metrics::counter!("edgebus_ble_adverts_total", "bus" => self.bus.to_string()).increment(1);
+        match self.lookup(adv) {
+            Some(i) => self.on_known(i, adv, now, ts),
+            None => self.on_unknown(adv, now, ts),
+        }
+    }
+
+    fn on_known(
+        &mut self,
+        i: usize,
+        adv: &Advert,
+        now: Instant,
+        ts: SystemTime,
+    ) -> Vec<SourceEvent> {
+        let window = self.dedup_window;
+        let d = &mut self.devices[i];
+        let dev = d.spec.name.clone();
+        let mut out = Vec::new();
+        d.last_seen = now;
+        if d.online != Some(true) {
+            d.online = Some(true);
+            tracing::info!(device = %dev, "BLE device heard: online");
+            out.push(SourceEvent::Availability {
+                device: dev.clone(),
+                online: true,
+            });
+        }
+        if d.spec.decoder == DecoderChoice::None {
+            return out;
+        }
+        let format = match d.spec.decoder.format().or_else(|| decode::detect(adv)) {
+            Some(f) => f,
+            None => {
+                warn_once(
+                    d,
+                    "no_format",
+                    "advert in no known format (set `decoder:` or check the MAC)",
+                );
+                return out;
+            }
+        };
+        let decoded = match decode::decode_with(format, adv, d.spec.key.as_deref()) {
+            Ok(x) => x,
+            Err(DecodeError::NotThisFormat) => return out, // e.g. a scan response without the payload
+            Err(e) => {
+                metrics::counter!("edgebus_ble_decode_errors_total", "device" => dev.to_string(), "reason" => reason(&e)).increment(1);
+                warn_once(
+                    d,
+                    reason(&e),
+                    &format!("cannot decode {format} advert: {e}"),
+                );
+                return out;
+            }
+        };
+        if d.spec.key.is_some()
+            && !decoded.encrypted
+            && matches!(format, Format::Bthome | Format::Mibeacon)
+            && !decoded.measurements.is_empty()
+        {
+            // With a bind key, plaintext data could be forged by anyone nearby.
+            metrics::counter!("edgebus_ble_rejected_total", "device" => dev.to_string(), "reason" => "plaintext").increment(1);
+            warn_once(
+                d,
+                "plaintext",
+                "unencrypted advert from a device with a bind key: ignored",
+            );
+            return out;
+        }
+        if let Some(c) = decoded.counter {
+            if let Some(last) = d.last_counter {
+                if c == last {
+                    metrics::counter!("edgebus_ble_duplicates_total", "device" => dev.to_string())
+                        .increment(1);
+                    return out;
+                }
+                // Smaller counter: a replayed frame, unless the device restarted from ~0.
+                if c < last && last - c < u32::MAX / 2 && c >= 100 {
+                    metrics::counter!("edgebus_ble_rejected_total", "device" => dev.to_string(), "reason" => "replay").increment(1);
+                    warn_once(
+                        d,
+                        "replay",
+                        &format!(
+                            "encryption counter went back ({last} -> {c}): possible replay, ignored"
+                        ),
+                    );
+                    return out;
+                }
+            }
+            d.last_counter = Some(c);
+        }
+        if let Some(pid) = decoded.packet_id {
+            let modulo = if format == Format::RuuviV5 {
+                65_536
+            } else {
+                256
+            };
+            if !d.dedup.accept(pid, modulo, now.into_std(), window) {
+                metrics::counter!("edgebus_ble_duplicates_total", "device" => dev.to_string())
+                    .increment(1);
+                return out;
+            }
+        }
+        if decoded.measurements.is_empty() {
+            return out;
+        }
+        if let Some(last) = d.last_publish {
+            if now.saturating_duration_since(last) < d.spec.min_interval {
+                metrics::counter!("edgebus_ble_throttled_total", "device" => dev.to_string())
+                    .increment(1);
+                return out;
+            }
+        }
+        d.last_publish = Some(now);
+        for m in decoded.measurements {
+            if let Some(r) = reading_for(&dev, d.spec.points.as_deref(), m, ts) {
+                out.push(SourceEvent::Reading(r));
+            }
+        }
+        if d.spec.rssi {
+            if let Some(r) = adv.rssi {
+                out.push(SourceEvent::Reading(
+                    Reading::new(dev.clone(), "rssi", Value::Int(i64::from(r)))
+                        .with_unit(Some(Arc::from("dBm")))
+                        .with_ts(ts),
+                ));
+            }
+        }
+        out
+    }
+
+    fn on_unknown(&mut self, adv: &Advert, now: Instant, ts: SystemTime) -> Vec<SourceEvent> {
+        let (Some(u), Some(mac)) = (&self.unknown, adv.mac) else {
+            return Vec::new();
+        };
+        let Some(format) = decode::detect(adv).filter(|f| u.formats.contains(f)) else {
+            return Vec::new();
+        };
+        let Ok(decoded) = decode::decode_with(format, adv, None) else {
+            return Vec::new();
+        };
+        if decoded.measurements.is_empty() {
+            return Vec::new();
+        }
+        if !self.unknown_state.contains_key(&mac) {
+            if self.unknown_state.len() >= u.max_devices {
+                metrics::counter!("edgebus_ble_unknown_dropped_total", "bus" => self.bus.to_string()).increment(1);
+                return Vec::new();
+            }
+            let name: Arc<str> = Arc::from(hashed_name(&u.hash_key, &u.prefix, mac));
+            tracing::info!(bus = %self.bus, device = %name, format = %format, "publishing an unmapped BLE device under a hashed name");
+            self.unknown_state.insert(
+                mac,
+                UnknownState {
+                    name,
+                    last_seen: now,
+                    last_publish: None,
+                    dedup: PacketIdFilter::default(),
+                },
+            );
+        }
+        let window = self.dedup_window;
+        let Some(st) = self.unknown_state.get_mut(&mac) else {
+            return Vec::new();
+        };
+        st.last_seen = now;
+        if let Some(pid) = decoded.packet_id {
+            let modulo = if format == Format::RuuviV5 {
+                65_536
+            } else {
+                256
+            };
+            if !st.dedup.accept(pid, modulo, now.into_std(), window) {
+                return Vec::new();
+            }
+        }
+        if st
+            .last_publish
+            .is_some_and(|l| now.saturating_duration_since(l) < u.min_interval)
+        {
+            return Vec::new();
+        }
+        st.last_publish = Some(now);
+        let dev = st.name.clone();
+        let mut out: Vec<SourceEvent> = decoded
+            .measurements
+            .into_iter()
+            // the MAC inside some payloads would undo the hashing
+            .filter(|m| m.name != "mac")
+            .filter_map(|m| reading_for(&dev, None, m, ts))
+            .map(SourceEvent::Reading)
+            .collect();
+        if let Some(r) = adv.rssi {
+            out.push(SourceEvent::Reading(
+                Reading::new(dev, "rssi", Value::Int(i64::from(r)))
+                    .with_unit(Some(Arc::from("dBm")))
+                    .with_ts(ts),
+            ));
+        }
+        out
+    }
+
+    /// Periodic housekeeping: offline detection and the scan watchdog.
+    pub fn on_tick(&mut self, now: Instant) -> (Vec<SourceEvent>, Action) {
+        let mut out = Vec::new();
+        for d in &mut self.devices {
+            if d.online != Some(false)
+                && now.saturating_duration_since(d.last_seen) >= d.spec.offline_after
+            {
+                d.online = Some(false);
+                tracing::warn!(device = %d.spec.name, silent_for = ?d.spec.offline_after, "BLE device not heard: offline");
+                out.push(SourceEvent::Availability {
+                    device: d.spec.name.clone(),
+                    online: false,
+                });
+            }
+        }
+        if let Some(u) = &self.unknown {
+            let keep = u.min_interval.max(Duration::from_secs(3600));
+            self.unknown_state
+                .retain(|_, s| now.saturating_duration_since(s.last_seen) < keep);
+        }
+        let expecting = self
+            .devices
+            .iter()
+            .any(|d| d.spec.decoder != DecoderChoice::None);
+        (out, self.watchdog.tick(now, expecting))
+    }
+
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+}
+
+fn warn_once(d: &mut DeviceState, kind: &'static str, msg: &str) {
+    if d.warned.insert(kind) {
+        tracing::warn!(device = %d.spec.name, "{msg} (further ones logged at debug)");
+    } else {
+        tracing::debug!(device = %d.spec.name, "{msg}");
+    }
+}
+
+/// One decoded value as a reading, through the device's point selection and scaling.
+fn reading_for(
+    dev: &Arc<str>,
+    points: Option<&[(String, PointCommon)]>,
+    m: Measurement,
+    ts: SystemTime,
+) -> Option<Reading> {
+    let (name, unit, value) = match points {
+        None => (Arc::from(m.name.as_ref()), m.unit.map(Arc::from), m.value),
+        Some(ps) => {
+            let (_, p) = ps.iter().find(|(from, _)| *from == m.name)?;
+            let value = match (&m.value, p.has_scaling()) {
+                (v, true) => match v.as_f64() {
+                    Some(x) if !matches!(v, Value::Bool(_)) => Value::Float(p.apply_scale(x)),
+                    _ => m.value,
+                },
+                _ => m.value,
+            };
+            let unit = p.unit.as_deref().map(Arc::from).or(m.unit.map(Arc::from));
+            (Arc::from(p.name.as_str()), unit, value)
+        }
+    };
+    Some(
+        Reading::new(dev.clone(), name, value)
+            .with_unit(unit)
+            .with_ts(ts),
+    )
+}
