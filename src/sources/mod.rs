@@ -4,6 +4,7 @@
 
 pub mod ble;
 pub mod host;
+pub mod synthetic;
 
 use std::sync::Arc;
 
@@ -95,7 +96,11 @@ pub struct Kind {
 }
 
 /// The registry of source kinds.
-pub const KINDS: &[Kind] = &[host::KIND, ble::KIND];
+pub const KINDS: &[Kind] = &[
+    host::KIND,
+    synthetic::KIND,
+    ble::KIND,
+];
 
 /// All sources of a config and their catalog.
 pub struct Built {
