@@ -149,13 +149,13 @@ fn all_vectors_decode_to_expected_values() {
         let result = decode::decode_auto(&advert, key.as_deref());
         if v["negative"].as_bool() == Some(true) {
             negatives += 1;
-            if let Ok(Some((_, d))) = &result {
-                if !d.measurements.is_empty() {
-                    failures.push(format!(
-                        "{id}: negative vector produced {:?}",
-                        d.measurements
-                    ));
-                }
+            if let Ok(Some((_, d))) = &result
+                && !d.measurements.is_empty()
+            {
+                failures.push(format!(
+                    "{id}: negative vector produced {:?}",
+                    d.measurements
+                ));
             }
             continue;
         }

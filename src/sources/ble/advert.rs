@@ -144,14 +144,12 @@ impl Advert {
                 }
             }
             // Shortened / complete local name
-            0x08 | 0x09 => {
-                if ad_type == 0x09 || self.name.is_none() {
-                    self.name = Some(
-                        String::from_utf8_lossy(d)
-                            .trim_end_matches('\0')
-                            .to_string(),
-                    );
-                }
+            0x08 | 0x09 if ad_type == 0x09 || self.name.is_none() => {
+                self.name = Some(
+                    String::from_utf8_lossy(d)
+                        .trim_end_matches('\0')
+                        .to_string(),
+                );
             }
             0x0A => self.tx_power = d.first().map(|&b| b as i8),
             // Service data, 16-bit UUID

@@ -260,12 +260,12 @@ impl Engine {
         if decoded.measurements.is_empty() {
             return out;
         }
-        if let Some(last) = d.last_publish {
-            if now.saturating_duration_since(last) < d.spec.min_interval {
-                metrics::counter!("edgebus_ble_throttled_total", "device" => dev.to_string())
-                    .increment(1);
-                return out;
-            }
+        if let Some(last) = d.last_publish
+            && now.saturating_duration_since(last) < d.spec.min_interval
+        {
+            metrics::counter!("edgebus_ble_throttled_total", "device" => dev.to_string())
+                .increment(1);
+            return out;
         }
         d.last_publish = Some(now);
         for m in decoded.measurements {
@@ -273,14 +273,14 @@ impl Engine {
                 out.push(SourceEvent::Reading(r));
             }
         }
-        if d.spec.rssi {
-            if let Some(r) = adv.rssi {
-                out.push(SourceEvent::Reading(
-                    Reading::new(dev.clone(), "rssi", Value::Int(i64::from(r)))
-                        .with_unit(Some(Arc::from("dBm")))
-                        .with_ts(ts),
-                ));
-            }
+        if d.spec.rssi
+            && let Some(r) = adv.rssi
+        {
+            out.push(SourceEvent::Reading(
+                Reading::new(dev.clone(), "rssi", Value::Int(i64::from(r)))
+                    .with_unit(Some(Arc::from("dBm")))
+                    .with_ts(ts),
+            ));
         }
         out
     }
@@ -423,4 +423,291 @@ fn reading_for(
             .with_unit(unit)
             .with_ts(ts),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::ble::config::WatchdogConfig;
+
+    const ATC_MAC: &str = "A4:C1:38:8D:18:B2";
+
+    fn adv(mac: &str, rssi: i16, hex_ad: &str) -> Advert {
+        Advert::parse(
+            Some(mac.parse().unwrap()),
+            Some(rssi),
+            &hex::decode(hex_ad).unwrap(),
+        )
+        .unwrap()
+        .0
+    }
+    /// BTHome v2 plain advert with the given packet id and temperature (0.01 °C).
+    fn bthome(pid: u8, temp: i16) -> String {
+        let t = temp.to_le_bytes();
+        format!("0201060b16d2fc4000{pid:02x}02{:02x}{:02x}0164", t[0], t[1])
+    }
+    fn spec(name: &str, mac: &str) -> DeviceSpec {
+        DeviceSpec {
+            name: Arc::from(name),
+            mac: Some(mac.parse().unwrap()),
+            local_name: None,
+            decoder: DecoderChoice::Auto,
+            key: None,
+            min_interval: Duration::from_secs(10),
+            offline_after: Duration::from_secs(60),
+            rssi: true,
+            points: None,
+        }
+    }
+    fn engine(devs: Vec<DeviceSpec>, unknown: Option<UnknownSpec>, t0: Instant) -> Engine {
+        Engine::new(
+            Arc::from("ble"),
+            devs,
+            unknown,
+            None,
+            Watchdog::new(WatchdogConfig::default(), t0),
+            t0,
+        )
+    }
+    fn readings(evs: &[SourceEvent]) -> Vec<(String, String, Value)> {
+        evs.iter()
+            .filter_map(|e| match e {
+                SourceEvent::Reading(r) => {
+                    Some((r.device.to_string(), r.point.to_string(), r.value.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+    fn availability(evs: &[SourceEvent]) -> Vec<(String, bool)> {
+        evs.iter()
+            .filter_map(|e| match e {
+                SourceEvent::Availability { device, online } => Some((device.to_string(), *online)),
+                _ => None,
+            })
+            .collect()
+    }
+    fn s(t0: Instant, secs: u64) -> Instant {
+        t0 + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn publishes_known_device_with_rssi_and_goes_online() {
+        let t0 = Instant::now();
+        let mut e = engine(vec![spec("living", ATC_MAC)], None, t0);
+        let evs = e.on_advert(&adv(ATC_MAC, -61, &bthome(1, 2150)), t0, SystemTime::now());
+        assert_eq!(availability(&evs), vec![("living".into(), true)]);
+        let r = readings(&evs);
+        assert!(
+            r.contains(&("living".into(), "temperature".into(), Value::Float(21.5))),
+            "{r:?}"
+        );
+        assert!(r.contains(&("living".into(), "battery".into(), Value::UInt(100))));
+        assert!(r.contains(&("living".into(), "rssi".into(), Value::Int(-61))));
+        assert!(r.contains(&("living".into(), "packet_id".into(), Value::UInt(1))));
+    }
+
+    #[test]
+    fn duplicates_are_dropped_by_packet_id() {
+        let t0 = Instant::now();
+        let mut d = spec("living", ATC_MAC);
+        d.min_interval = Duration::ZERO;
+        let mut e = engine(vec![d], None, t0);
+        let ts = SystemTime::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut at = |pid: u8, t: Instant| {
+            !readings(&e.on_advert(&adv(ATC_MAC, -60, &bthome(pid, 2000)), t, ts)).is_empty()
+        };
+        assert!(at(7, ms(0)));
+        assert!(!at(7, ms(300)), "the same frame re-sent");
+        assert!(!at(5, ms(1000)), "an older frame (re-ordered by a proxy)");
+        assert!(at(8, ms(1500)));
+        assert!(
+            at(8, ms(10_000)),
+            "after the window the same id means the device restarted"
+        );
+    }
+
+    #[test]
+    fn min_interval_holds_back_new_frames() {
+        let t0 = Instant::now();
+        let mut e = engine(vec![spec("living", ATC_MAC)], None, t0);
+        let ts = SystemTime::now();
+        assert!(!readings(&e.on_advert(&adv(ATC_MAC, -60, &bthome(7, 2000)), t0, ts)).is_empty());
+        assert!(
+            readings(&e.on_advert(&adv(ATC_MAC, -60, &bthome(8, 2010)), s(t0, 2), ts)).is_empty()
+        );
+        assert!(
+            readings(&e.on_advert(&adv(ATC_MAC, -60, &bthome(9, 2015)), s(t0, 9), ts)).is_empty()
+        );
+        let r = readings(&e.on_advert(&adv(ATC_MAC, -60, &bthome(10, 2020)), s(t0, 10), ts));
+        assert!(
+            r.contains(&("living".into(), "temperature".into(), Value::Float(20.2))),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_devices_are_private_unless_opted_in() {
+        let t0 = Instant::now();
+        let ts = SystemTime::now();
+        let stranger = "11:22:33:44:55:66";
+        let mut e = engine(vec![spec("living", ATC_MAC)], None, t0);
+        assert!(
+            e.on_advert(&adv(stranger, -70, &bthome(1, 100)), t0, ts)
+                .is_empty()
+        );
+        let key = b"0123456789abcdef0123".to_vec();
+        let u = UnknownSpec {
+            hash_key: key.clone(),
+            prefix: "ble-".into(),
+            formats: vec![Format::Bthome, Format::RuuviV5],
+            min_interval: Duration::from_secs(60),
+            max_devices: 1,
+        };
+        let mut e = engine(vec![], Some(u), t0);
+        let evs = e.on_advert(&adv(stranger, -70, &bthome(1, 100)), t0, ts);
+        let name = hashed_name(&key, "ble-", stranger.parse().unwrap());
+        assert_eq!(name.len(), 4 + 16);
+        assert!(!name.contains("112233"));
+        let r = readings(&evs);
+        assert!(
+            !r.is_empty() && r.iter().all(|(d, _, _)| *d == name),
+            "{r:?}"
+        );
+        assert!(
+            availability(&evs).is_empty(),
+            "no availability for unmapped devices"
+        );
+        // Ruuvi carries its MAC in the payload: that value must not be published
+        let ruuvi = "0201061bff99040512fc5394c37c0004fffc040cac364200cdcbb8334c884f";
+        let mut e2 = engine(
+            vec![],
+            Some(UnknownSpec {
+                max_devices: 5,
+                ..e.unknown.clone().unwrap()
+            }),
+            t0,
+        );
+        let r = readings(&e2.on_advert(&adv("CB:B8:33:4C:88:4F", -80, ruuvi), t0, ts));
+        assert!(r.iter().any(|(_, p, _)| p == "temperature"));
+        assert!(
+            !r.iter()
+                .any(|(_, p, v)| p == "mac" || v.to_string().contains("CB:B8")),
+            "{r:?}"
+        );
+        // bounded: a second stranger is dropped when max_devices is 1
+        assert!(
+            e.on_advert(&adv("11:22:33:44:55:77", -70, &bthome(1, 100)), t0, ts)
+                .is_empty()
+        );
+        // a different key gives a different name
+        assert_ne!(
+            hashed_name(b"another key 123456", "ble-", stranger.parse().unwrap()),
+            name
+        );
+    }
+
+    #[test]
+    fn offline_after_silence_then_online_again() {
+        let t0 = Instant::now();
+        let ts = SystemTime::now();
+        let mut e = engine(
+            vec![spec("living", ATC_MAC), spec("never", "01:02:03:04:05:06")],
+            None,
+            t0,
+        );
+        e.on_advert(&adv(ATC_MAC, -60, &bthome(1, 2000)), s(t0, 30), ts);
+        let (evs, _) = e.on_tick(s(t0, 60));
+        assert_eq!(
+            availability(&evs),
+            vec![("never".into(), false)],
+            "never heard: offline after 60 s"
+        );
+        let (evs, _) = e.on_tick(s(t0, 89));
+        assert!(evs.is_empty());
+        let (evs, _) = e.on_tick(s(t0, 90));
+        assert_eq!(availability(&evs), vec![("living".into(), false)]);
+        let (evs, _) = e.on_tick(s(t0, 200));
+        assert!(evs.is_empty(), "offline is reported once");
+        let evs = e.on_advert(&adv(ATC_MAC, -60, &bthome(2, 2000)), s(t0, 201), ts);
+        assert_eq!(availability(&evs), vec![("living".into(), true)]);
+    }
+
+    #[test]
+    fn bind_key_devices_reject_plaintext_and_replays() {
+        let t0 = Instant::now();
+        let ts = SystemTime::now();
+        let mac = "54:48:E6:8F:80:A5";
+        let mut d = spec("sbht", mac);
+        d.key = Some(hex::decode("231d39c1d7cc1ab1aee224cd096db932").unwrap());
+        d.min_interval = Duration::ZERO;
+        let mut e = engine(vec![d], None, t0);
+        // plaintext from a keyed device: forged or misconfigured, ignored
+        assert!(readings(&e.on_advert(&adv(mac, -60, &bthome(1, 2000)), t0, ts)).is_empty());
+        let enc = "0201061216d2fc41a47266c95f730011223378237214"; // counter 0x33221100
+        let r = readings(&e.on_advert(&adv(mac, -60, enc), s(t0, 1), ts));
+        assert!(
+            r.contains(&("sbht".into(), "temperature".into(), Value::Float(25.06))),
+            "{r:?}"
+        );
+        // the same encrypted frame again (a replay or a repeat): not published twice
+        assert!(readings(&e.on_advert(&adv(mac, -60, enc), s(t0, 100), ts)).is_empty());
+        // wrong key: nothing
+        let mut d = spec("sbht", mac);
+        d.key = Some(vec![0u8; 16]);
+        let mut e = engine(vec![d], None, t0);
+        assert!(readings(&e.on_advert(&adv(mac, -60, enc), t0, ts)).is_empty());
+    }
+
+    #[test]
+    fn point_selection_renames_and_scales() {
+        let t0 = Instant::now();
+        let mut d = spec("living", ATC_MAC);
+        d.rssi = false;
+        d.points = Some(vec![(
+            "temperature".into(),
+            PointCommon {
+                name: "temp_f".into(),
+                unit: Some("°F".into()),
+                scale: Some(1.8),
+                offset: Some(32.0),
+                ..Default::default()
+            },
+        )]);
+        let mut e = engine(vec![d], None, t0);
+        let evs = e.on_advert(&adv(ATC_MAC, -60, &bthome(1, 2000)), t0, SystemTime::now());
+        let r: Vec<_> = evs
+            .iter()
+            .filter_map(|e| match e {
+                SourceEvent::Reading(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(&*r[0].point, "temp_f");
+        assert_eq!(r[0].value, Value::Float(68.0));
+        assert_eq!(r[0].unit.as_deref(), Some("°F"));
+    }
+
+    #[test]
+    fn local_name_matching_and_watchdog_expectation() {
+        let t0 = Instant::now();
+        let mut d = spec("by-name", ATC_MAC);
+        d.mac = None;
+        d.local_name = Some("ATC_8D18B2".into());
+        let mut e = engine(vec![d], None, t0);
+        let mut a = adv("DE:AD:BE:EF:00:01", -60, &bthome(1, 2000));
+        a.name = Some("ATC_8D18B2".into());
+        assert!(!readings(&e.on_advert(&a, t0, SystemTime::now())).is_empty());
+        // the watchdog: silence while a device is expected
+        let (_, act) = e.on_tick(s(t0, 299));
+        assert_eq!(act, Action::None);
+        let (_, act) = e.on_tick(s(t0, 300));
+        assert_eq!(act, Action::RestartDiscovery);
+        assert_eq!(e.watchdog.discovery_restarts, 1);
+        // no devices mapped: nothing is expected, no recovery
+        let mut none = engine(vec![], None, t0);
+        assert_eq!(none.on_tick(s(t0, 10_000)).1, Action::None);
+    }
 }

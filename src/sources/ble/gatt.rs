@@ -104,7 +104,7 @@ pub fn decode_value(p: &GattPoint, data: &[u8]) -> Result<Value, GattError> {
 /// 4-bit signed exponent, 12-bit signed mantissa; 0x07FF NaN, 0x0800 NRes, 0x07FE/0x0802 ±inf.
 fn sfloat(raw: u16) -> Result<Value, GattError> {
     let m = raw & 0x0FFF;
-    if matches!(m, 0x07FF | 0x0800 | 0x07FE | 0x0802 | 0x0801) {
+    if matches!(m, 0x07FE..=0x0802) {
         return Err(GattError::NotAvailable);
     }
     let mant = ((m << 4) as i16 >> 4) as f64;
@@ -115,11 +115,11 @@ fn sfloat(raw: u16) -> Result<Value, GattError> {
 /// 8-bit signed exponent, 24-bit signed mantissa; 0x7FFFFF NaN, 0x800000 NRes.
 fn float11073(raw: u32) -> Result<Value, GattError> {
     let m = raw & 0x00FF_FFFF;
-    if matches!(m, 0x7FFFFF | 0x800000 | 0x7FFFFE | 0x800002 | 0x800001) {
+    if matches!(m, 0x7FFFFE..=0x800002) {
         return Err(GattError::NotAvailable);
     }
     let mant = (((m << 8) as i32) >> 8) as f64;
-    let exp = ((raw as i32) >> 24) as i32;
+    let exp = (raw as i32) >> 24;
     Ok(Value::Float(round_sig(mant * 10f64.powi(exp), exp)))
 }
 
@@ -425,19 +425,19 @@ pub async fn run_device(
                 }
                 _ = async { match next { Some(t) => tokio::time::sleep_until(t).await, None => futures::future::pending().await } } => {
                     let now = Instant::now();
-                    for k in 0..due.len() {
-                        let (i, period, at) = due[k];
+                    for slot in due.iter_mut() {
+                        let (i, period, at) = *slot;
                         if at > now {
                             continue;
                         }
-                        due[k].2 = now + period;
+                        slot.2 = now + period;
                         let (_, _, svc, ch) = &dev.points[i];
                         match tokio::time::timeout(Duration::from_secs(30), client.read(dev.mac, *svc, *ch)).await {
                             Ok(Ok(data)) => {
-                                if let Some(ev) = publish(i, &data) {
-                                    if !send(ev).await {
-                                        return;
-                                    }
+                                if let Some(ev) = publish(i, &data)
+                                    && !send(ev).await
+                                {
+                                    return;
                                 }
                             }
                             other => {
@@ -452,10 +452,10 @@ pub async fn run_device(
                 }
                 n = notifications.next(), if has_subs => match n {
                     Some((i, data)) => {
-                        if let Some(ev) = publish(i, &data) {
-                            if !send(ev).await {
-                                return;
-                            }
+                        if let Some(ev) = publish(i, &data)
+                            && !send(ev).await
+                        {
+                            return;
                         }
                     }
                     None => {

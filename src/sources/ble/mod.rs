@@ -92,6 +92,12 @@ impl BleSource {
         self.scanner = Some(s);
         self
     }
+
+    /// Replaces the watchdog settings without the config's sanity limits (tests).
+    pub fn with_watchdog(mut self, w: config::WatchdogConfig) -> BleSource {
+        self.cfg.watchdog = w;
+        self
+    }
 }
 
 fn build(
@@ -115,6 +121,19 @@ pub fn build_source(
     bus: &BusSpec,
     devices: &[&MapDevice],
 ) -> Result<BuiltSource, Vec<ConfigIssue>> {
+    let (source, catalog) = build_ble(config, bus, devices)?;
+    Ok(BuiltSource {
+        source: Box::new(source),
+        catalog,
+    })
+}
+
+/// Like [`build_source`], with the concrete type (to swap the scanner in tests).
+pub fn build_ble(
+    config: &Config,
+    bus: &BusSpec,
+    devices: &[&MapDevice],
+) -> Result<(BleSource, Vec<CatalogEntry>), Vec<ConfigIssue>> {
     let mut issues = Vec::new();
     let cfg: BleBus = match bus.parse() {
         Ok(c) => c,
@@ -134,13 +153,13 @@ pub fn build_source(
             }
         };
         issues.extend(dev.validate(&d.path));
-        if let Some(m) = dev.mac {
-            if let Some(first) = macs.insert(m, d.common.name.clone()) {
-                issues.push(ConfigIssue::new(
-                    d.path.key("mac"),
-                    format!("MAC {m} is already used by device `{first}`"),
-                ));
-            }
+        if let Some(m) = dev.mac
+            && let Some(first) = macs.insert(m, d.common.name.clone())
+        {
+            issues.push(ConfigIssue::new(
+                d.path.key("mac"),
+                format!("MAC {m} is already used by device `{first}`"),
+            ));
         }
         if !dev.gatt.is_empty() && dev.mac.is_none() {
             issues.push(ConfigIssue::new(
@@ -269,10 +288,7 @@ pub fn build_source(
         unknown,
         scanner: Some(scanner),
     };
-    Ok(BuiltSource {
-        source: Box::new(source),
-        catalog,
-    })
+    Ok((source, catalog))
 }
 
 async fn send_all(ctx: &SourceContext, evs: Vec<SourceEvent>) -> bool {
@@ -344,7 +360,9 @@ impl Source for BleSource {
             }
             let now = tokio::time::Instant::now();
             let wd = Watchdog::new(self.cfg.watchdog.clone(), now);
-            let period = wd.check_period();
+            // Often enough for both the watchdog and the shortest offline timeout.
+            let shortest = self.devices.iter().map(|d| d.offline_after).min().unwrap_or(Duration::MAX);
+            let period = wd.check_period().min(shortest / 4).max(Duration::from_millis(100));
             let mut engine = Engine::new(bus.clone(), std::mem::take(&mut self.devices), self.unknown.take(), self.cfg.dedup_window, wd, now);
             tracing::info!(bus = %bus, devices = engine.device_count(), "BLE source running");
             let mut tick = tokio::time::interval(period);

@@ -183,10 +183,10 @@ pub fn detect(advert: &Advert) -> Option<Format> {
     if advert.service_data16(UUID_BTHOME).is_some() {
         return Some(Format::Bthome);
     }
-    if let Some(d) = advert.manufacturer_data.get(&COMPANY_RUUVI) {
-        if d.first() == Some(&5) {
-            return Some(Format::RuuviV5);
-        }
+    if let Some(d) = advert.manufacturer_data.get(&COMPANY_RUUVI)
+        && d.first() == Some(&5)
+    {
+        return Some(Format::RuuviV5);
     }
     if let Some(d) = advert.service_data16(UUID_ENV_SENSING) {
         match d.len() {
@@ -201,10 +201,10 @@ pub fn detect(advert: &Advert) -> Option<Format> {
     if advert.service_data16(UUID_EDDYSTONE).is_some() {
         return Some(Format::Eddystone);
     }
-    if let Some(d) = advert.manufacturer_data.get(&COMPANY_APPLE) {
-        if d.starts_with(&[0x02, 0x15]) {
-            return Some(Format::Ibeacon);
-        }
+    if let Some(d) = advert.manufacturer_data.get(&COMPANY_APPLE)
+        && d.starts_with(&[0x02, 0x15])
+    {
+        return Some(Format::Ibeacon);
     }
     None
 }

@@ -97,8 +97,10 @@ pub struct FakeGatt {
     pub connects: AtomicU32,
     pub connect_attempts: AtomicU32,
     pub reads: AtomicU32,
-    notify: Mutex<HashMap<(Mac, u128), mpsc::Sender<Vec<u8>>>>,
+    notify: Mutex<Subscriptions>,
 }
+
+type Subscriptions = HashMap<(Mac, u128), mpsc::Sender<Vec<u8>>>;
 
 impl FakeGatt {
     pub fn set(&self, mac: Mac, ch: u128, v: Vec<u8>) {
