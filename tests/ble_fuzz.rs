@@ -67,3 +67,39 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// Replay lines come from users' files: any text is an error or an advert, never a panic.
+    #[test]
+    fn replay_lines_never_panic(line in ".{0,200}", hexs in "[0-9a-f]{0,120}") {
+        let _ = edgebus::sources::ble::scanner::replay::parse_line(&line);
+        let _ = edgebus::sources::ble::scanner::replay::parse_line(&format!("A4:C1:38:8D:18:B2 -60 {hexs}"));
+    }
+
+    /// The whole advert path of the source (matching, keys, dedup, privacy) on random adverts.
+    #[test]
+    fn engine_never_panics(data in proptest::collection::vec(any::<u8>(), 0..120), last in any::<u8>(), key in any::<[u8; 16]>()) {
+        use edgebus::sources::ble::config::{DecoderChoice, WatchdogConfig};
+        use edgebus::sources::ble::engine::{DeviceSpec, Engine, UnknownSpec};
+        use edgebus::sources::ble::watchdog::Watchdog;
+        use std::sync::Arc;
+        use std::time::Duration;
+        let t0 = tokio::time::Instant::now();
+        let mac = Mac([0xA4, 0xC1, 0x38, 0, 0, last]);
+        let dev = DeviceSpec {
+            name: Arc::from("d"), mac: Some(mac), local_name: None, decoder: DecoderChoice::Auto,
+            key: Some(key.to_vec()), min_interval: Duration::ZERO, offline_after: Duration::from_secs(1),
+            rssi: true, points: None,
+        };
+        let unknown = UnknownSpec { hash_key: b"0123456789abcdef".to_vec(), prefix: "ble-".into(), formats: Format::ALL.to_vec(), min_interval: Duration::ZERO, max_devices: 4 };
+        let mut e = Engine::new(Arc::from("b"), vec![dev], Some(unknown), None, Watchdog::new(WatchdogConfig::default(), t0), t0);
+        if let Ok((adv, _)) = Advert::parse(Some(mac), Some(-40), &data) {
+            let _ = e.on_advert(&adv, t0, std::time::SystemTime::now());
+            let other = Advert { mac: Some(Mac([1, 2, 3, 4, 5, last])), ..adv };
+            let _ = e.on_advert(&other, t0, std::time::SystemTime::now());
+        }
+        let _ = e.on_tick(t0 + Duration::from_secs(2));
+    }
+}

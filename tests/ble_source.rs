@@ -532,3 +532,15 @@ async fn scan_lists_heard_devices_decoded() {
         "{text}"
     );
 }
+
+#[test]
+fn scan_options_take_adapter_and_keys_from_the_map() {
+    let cfg = load(
+        tempfile::tempdir().unwrap().path(),
+        "gateway: { id: test }\nbuses: [{ name: ble, type: ble, adapter: hci1 }]\ndevices: [{ name: s, bus: ble, mac: \"54:48:E6:8F:80:A5\", bind_key: 231d39c1d7cc1ab1aee224cd096db932 }]\n",
+    );
+    let o = edgebus::sources::ble::ScanOptions::from_config(&cfg, Duration::from_secs(5));
+    assert_eq!(o.adapter.as_deref(), Some("hci1"));
+    assert_eq!(o.keys.len(), 1);
+    assert_eq!(o.duration, Duration::from_secs(5));
+}

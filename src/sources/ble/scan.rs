@@ -25,6 +25,39 @@ pub struct ScanOptions {
     pub all: bool,
 }
 
+impl ScanOptions {
+    /// Adapter and bind keys from the `ble` buses and devices of a device map, so
+    /// `ble scan -c FILE` decodes encrypted devices that are already mapped.
+    pub fn from_config(config: &crate::config::Config, duration: Duration) -> ScanOptions {
+        let mut o = ScanOptions {
+            duration,
+            ..Default::default()
+        };
+        for b in config.buses.iter().filter(|b| b.kind == "ble") {
+            if let Ok(bus) = b.parse::<super::config::BleBus>() {
+                o.adapter = o.adapter.or(bus.adapter);
+            }
+            for d in config
+                .devices
+                .iter()
+                .filter(|d| d.common.bus.as_deref() == Some(b.name.as_str()))
+            {
+                if let Ok(dev) = d.parse::<super::config::BleDevice>()
+                    && let (Some(mac), Some(key)) = (
+                        dev.mac,
+                        dev.bind_key
+                            .as_ref()
+                            .and_then(|k| super::config::parse_key(k.expose())),
+                    )
+                {
+                    o.keys.insert(mac, key);
+                }
+            }
+        }
+        o
+    }
+}
+
 /// Listens for `opts.duration` and prints one line per device (again when its data
 /// changes). Returns the number of distinct devices heard.
 pub async fn scan_and_print(
