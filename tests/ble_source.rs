@@ -502,9 +502,12 @@ async fn watchdog_restarts_discovery_then_resets_adapter_on_silence() {
 #[tokio::test]
 async fn scan_lists_heard_devices_decoded() {
     let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let recorded = dir.path().join("rec.txt");
     let opts = edgebus::sources::ble::ScanOptions {
         replay: Some(format!("{root}/config/ble-replay.txt").into()),
         duration: Duration::from_secs(10),
+        record: Some(recorded.clone()),
         ..Default::default()
     };
     let mut out = Vec::new();

@@ -177,6 +177,57 @@ impl Advert {
     }
 }
 
+impl Advert {
+    /// Encodes the advert back into AD structures (the HEX of a replay line), so adverts
+    /// heard through BlueZ — which hands over fields, not raw bytes — can be recorded.
+    /// Fields too long for one AD structure are left out.
+    pub fn to_ad_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut put = |t: u8, parts: &[&[u8]]| {
+            let len: usize = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+            if len <= 255 {
+                out.push(len as u8);
+                out.push(t);
+                for p in parts {
+                    out.extend_from_slice(p);
+                }
+            }
+        };
+        if let Some(n) = &self.name {
+            put(0x09, &[n.as_bytes()]);
+        }
+        if let Some(t) = self.tx_power {
+            put(0x0A, &[&[t as u8]]);
+        }
+        let (short, long): (Vec<u128>, Vec<u128>) = self
+            .service_uuids
+            .iter()
+            .partition(|u| short_uuid(**u).is_some());
+        if !short.is_empty() {
+            let b: Vec<u8> = short
+                .iter()
+                .filter_map(|u| short_uuid(*u))
+                .flat_map(u16::to_le_bytes)
+                .collect();
+            put(0x03, &[&b]);
+        }
+        if !long.is_empty() {
+            let b: Vec<u8> = long.iter().flat_map(|u| u.to_le_bytes()).collect();
+            put(0x07, &[&b]);
+        }
+        for (c, d) in &self.manufacturer_data {
+            put(0xFF, &[&c.to_le_bytes(), d]);
+        }
+        for (u, d) in &self.service_data {
+            match short_uuid(*u) {
+                Some(s) => put(0x16, &[&s.to_le_bytes(), d]),
+                None => put(0x21, &[&u.to_le_bytes(), d]),
+            }
+        }
+        out
+    }
+}
+
 fn u128_le(c: &[u8]) -> u128 {
     let mut b = [0u8; 16];
     b.copy_from_slice(&c[..16]);
@@ -186,6 +237,26 @@ fn u128_le(c: &[u8]) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encodes_back_to_the_same_advert() {
+        let data = hex::decode(concat!(
+            "0201060a16d2fc4002ca0903bf13",
+            "0cff99040512fc5394c37c0004",
+            "0409415443",
+            "0303aafe",
+            "020ac5",
+            "1221",
+            "9ecadc240ee5a9e093f3a3b50100406e",
+            "0102"
+        ))
+        .unwrap();
+        let (a, _) = Advert::parse(None, Some(-3), &data).unwrap();
+        assert_eq!(a.service_data.len(), 2);
+        let (b, trunc) = Advert::parse(None, Some(-3), &a.to_ad_bytes()).unwrap();
+        assert!(!trunc);
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn mac_parse_and_print() {

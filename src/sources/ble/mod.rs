@@ -4,6 +4,13 @@
 //!
 //! Privacy: only devices in the map are published; unknown devices only when
 //! `publish_unknown` is set, and then under a keyed hash of their MAC.
+//!
+//! Counters: `edgebus_ble_adverts_total{bus}`, `edgebus_ble_decode_errors_total{device,reason}`,
+//! `edgebus_ble_duplicates_total{device}`, `edgebus_ble_throttled_total{device}`,
+//! `edgebus_ble_rejected_total{device,reason=plaintext|replay}`,
+//! `edgebus_ble_unknown_dropped_total{bus}`, `edgebus_ble_watchdog_recoveries_total{bus,action}`,
+//! `edgebus_ble_unavailable_total{bus}`, `edgebus_ble_gatt_errors_total{device,reason}`,
+//! `edgebus_ble_replay_bad_lines_total`.
 
 pub mod advert;
 pub mod config;

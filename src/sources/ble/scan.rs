@@ -23,6 +23,9 @@ pub struct ScanOptions {
     pub keys: HashMap<Mac, Vec<u8>>,
     /// Print every advert, not only the first and changed ones.
     pub all: bool,
+    /// Also append every advert to this file as a replay line (`MAC RSSI HEX`), to test a
+    /// device map later without the devices (`replay:` on the bus).
+    pub record: Option<PathBuf>,
 }
 
 impl ScanOptions {
@@ -79,11 +82,33 @@ pub async fn scan_and_print(
     let deadline = tokio::time::Instant::now() + opts.duration;
     let mut last: HashMap<Option<Mac>, String> = HashMap::new();
     let io = |e: std::io::Error| ScanError::Scan(format!("writing output: {e}"));
+    let mut record = match &opts.record {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|source| ScanError::Replay {
+                    path: p.display().to_string(),
+                    source,
+                })?,
+        )),
+        None => None,
+    };
     loop {
         let adv = tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
             a = scanner.next_advert() => match a { Some(a) => a, None => break },
         };
+        if let (Some(w), Some(mac)) = (record.as_mut(), adv.mac) {
+            writeln!(
+                w,
+                "{mac} {} {}",
+                adv.rssi.unwrap_or(0),
+                hex::encode(adv.to_ad_bytes())
+            )
+            .map_err(io)?;
+        }
         let key = adv.mac.and_then(|m| opts.keys.get(&m)).map(Vec::as_slice);
         let decoded = match decode::decode_auto(&adv, key) {
             Ok(Some((f, d))) => {
@@ -143,5 +168,8 @@ pub async fn scan_and_print(
         last.insert(adv.mac, decoded);
     }
     out.flush().map_err(io)?;
+    if let Some(mut w) = record {
+        w.flush().map_err(io)?;
+    }
     Ok(last.len())
 }
