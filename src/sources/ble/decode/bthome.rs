@@ -140,6 +140,22 @@ const OBJECTS: &[(u8, &str, Kind)] = &[
     (0xF2, "firmware_version", Firmware(3)),
 ];
 
+/// Every object id we decode: (id, point name, data length; `None` when length-prefixed
+/// or an event/device-info object). For documentation and cross-checks.
+pub fn object_table() -> Vec<(u8, &'static str, Option<usize>)> {
+    OBJECTS
+        .iter()
+        .map(|(id, n, k)| {
+            let len = match k {
+                Num(l, ..) => Some(*l as usize),
+                Bool => Some(1),
+                _ => None,
+            };
+            (*id, *n, len)
+        })
+        .collect()
+}
+
 fn lookup(id: u8) -> Option<(&'static str, Kind)> {
     OBJECTS
         .iter()
