@@ -113,8 +113,16 @@ async fn pump(
     let mut known: HashMap<PeripheralId, (Mac, Option<String>, Option<i16>)> = HashMap::new();
     while let Some(ev) = events.next().await {
         let (id, mfg, svc) = match ev {
-            CentralEvent::DeviceDiscovered(id) | CentralEvent::DeviceUpdated(id) => {
+            CentralEvent::DeviceDiscovered(id) => {
                 refresh(&adapter, &id, &mut known).await;
+                continue;
+            }
+            // Updates are frequent (every RSSI change): only look again while the name
+            // (from a scan response) is still missing.
+            CentralEvent::DeviceUpdated(id) => {
+                if known.get(&id).is_none_or(|k| k.1.is_none()) {
+                    refresh(&adapter, &id, &mut known).await;
+                }
                 continue;
             }
             CentralEvent::RssiUpdate { id, rssi } => {
