@@ -547,3 +547,42 @@ fn scan_options_take_adapter_and_keys_from_the_map() {
     assert_eq!(o.keys.len(), 1);
     assert_eq!(o.duration, Duration::from_secs(5));
 }
+
+/// The real BlueZ scanner on a machine without BlueZ (as on build machines): `start`
+/// reports `Unavailable` promptly with a reason instead of hanging or panicking.
+#[cfg(feature = "ble")]
+#[tokio::test]
+async fn bluez_scanner_reports_unavailable_without_bluez() {
+    use edgebus::sources::ble::scanner::{ScanError, Scanner, bluez::BluezScanner};
+    let mut s = BluezScanner::new(None);
+    let r = tokio::time::timeout(Duration::from_secs(30), s.start())
+        .await
+        .expect("start returns");
+    match r {
+        Err(ScanError::Unavailable(why)) => {
+            eprintln!("as expected here: {why}");
+            assert!(!why.is_empty());
+        }
+        Err(other) => panic!("expected Unavailable, got {other}"),
+        Ok(()) => eprintln!("this machine has BlueZ and an adapter: scanning started"),
+    }
+}
+
+/// The source as the registry builds it, on this machine without BlueZ: it says so, keeps
+/// retrying quietly and does not end (so nothing else is disturbed), and stops on shutdown.
+#[tokio::test]
+async fn registry_built_source_survives_missing_bluez() {
+    let cfg = load(
+        tempfile::tempdir().unwrap().path(),
+        "gateway: { id: test }\nbuses: [{ name: ble, type: ble }]\ndevices: [{ name: x, bus: ble, mac: \"01:02:03:04:05:06\" }]\n",
+    );
+    let mut run = start(build_all(&cfg).unwrap().sources.remove(0).source);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!run.task.is_finished());
+    assert!(run.rx.try_recv().is_err());
+    run.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(15), run.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
