@@ -8,6 +8,9 @@ use std::time::Instant;
 use edgebus::sources::ble::advert::{Advert, Mac};
 use edgebus::sources::ble::decode;
 
+/// (advertiser, raw AD structures, bind key)
+type Case = (Option<Mac>, Vec<u8>, Option<Vec<u8>>);
+
 fn main() {
     let rounds: usize = std::env::args()
         .nth(1)
@@ -22,7 +25,7 @@ fn main() {
                 std::process::exit(1);
             }
         };
-    let mut cases: Vec<(Option<Mac>, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     for v in doc["vectors"].as_array().into_iter().flatten() {
         let mac = v["mac"].as_str().and_then(|m| m.parse().ok());
         let adv = v["adv_data_hex"]
