@@ -174,6 +174,10 @@ impl Engine {
         let dev = d.spec.name.clone();
         let mut out = Vec::new();
         d.last_seen = now;
+        if d.spec.decoder == DecoderChoice::None {
+            // Connected-only device: its GATT task owns availability.
+            return out;
+        }
         if d.online != Some(true) {
             d.online = Some(true);
             tracing::info!(device = %dev, "BLE device heard: online");
@@ -181,9 +185,6 @@ impl Engine {
                 device: dev.clone(),
                 online: true,
             });
-        }
-        if d.spec.decoder == DecoderChoice::None {
-            return out;
         }
         let format = match d.spec.decoder.format().or_else(|| decode::detect(adv)) {
             Some(f) => f,
@@ -359,7 +360,11 @@ impl Engine {
     /// Periodic housekeeping: offline detection and the scan watchdog.
     pub fn on_tick(&mut self, now: Instant) -> (Vec<SourceEvent>, Action) {
         let mut out = Vec::new();
-        for d in &mut self.devices {
+        for d in self
+            .devices
+            .iter_mut()
+            .filter(|d| d.spec.decoder != DecoderChoice::None)
+        {
             if d.online != Some(false)
                 && now.saturating_duration_since(d.last_seen) >= d.spec.offline_after
             {
@@ -688,6 +693,21 @@ mod tests {
         assert_eq!(&*r[0].point, "temp_f");
         assert_eq!(r[0].value, Value::Float(68.0));
         assert_eq!(r[0].unit.as_deref(), Some("°F"));
+    }
+
+    #[test]
+    fn connected_only_devices_leave_availability_to_gatt() {
+        let t0 = Instant::now();
+        let mut d = spec("tracker", ATC_MAC);
+        d.decoder = DecoderChoice::None;
+        let mut e = engine(vec![d], None, t0);
+        assert!(
+            e.on_advert(&adv(ATC_MAC, -60, &bthome(1, 2000)), t0, SystemTime::now())
+                .is_empty()
+        );
+        let (evs, act) = e.on_tick(s(t0, 10_000));
+        assert!(evs.is_empty());
+        assert_eq!(act, Action::None, "no advert is expected from it either");
     }
 
     #[test]
