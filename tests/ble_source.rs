@@ -286,7 +286,14 @@ async fn without_bluez_the_source_idles_until_shutdown() {
     );
     let mut run = start(Box::new(src));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(run.rx.try_recv().is_err(), "nothing is published");
+    assert!(
+        matches!(
+            run.rx.try_recv(),
+            Ok(SourceEvent::Availability { online: false, .. })
+        ),
+        "the mapped device is reported offline"
+    );
+    assert!(run.rx.try_recv().is_err(), "nothing else is published");
     assert!(
         !run.task.is_finished(),
         "the source keeps running (and retrying) instead of ending"
@@ -579,6 +586,10 @@ async fn registry_built_source_survives_missing_bluez() {
     let mut run = start(build_all(&cfg).unwrap().sources.remove(0).source);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!run.task.is_finished());
+    assert!(matches!(
+        run.rx.try_recv(),
+        Ok(SourceEvent::Availability { online: false, .. })
+    ));
     assert!(run.rx.try_recv().is_err());
     run.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(15), run.task)

@@ -100,6 +100,27 @@ impl BleSource {
         self
     }
 
+    fn all_offline(&self) -> Vec<SourceEvent> {
+        let mut names: Vec<Arc<str>> = Vec::new();
+        let adverts = self
+            .devices
+            .iter()
+            .filter(|d| d.decoder != DecoderChoice::None)
+            .map(|d| &d.name);
+        for n in adverts.chain(self.gatt.iter().map(|g| &g.name)) {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names
+            .into_iter()
+            .map(|device| SourceEvent::Availability {
+                device,
+                online: false,
+            })
+            .collect()
+    }
+
     /// Replaces the watchdog settings without the config's sanity limits (tests).
     pub fn with_watchdog(mut self, w: config::WatchdogConfig) -> BleSource {
         self.cfg.watchdog = w;
@@ -321,6 +342,9 @@ impl Source for BleSource {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(bus = %bus, error = %e, "BLE is unavailable: the devices on this bus will not be published; other sources keep running");
+                    if !send_all(&ctx, self.all_offline()).await {
+                        return;
+                    }
                     ctx.shutdown.cancelled().await;
                     return;
                 }
@@ -328,13 +352,21 @@ impl Source for BleSource {
             // BlueZ may come up after us (boot order) or not exist at all: keep trying, quietly.
             let mut retry = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
             loop {
-                match scanner.start().await {
+                let started = tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return,
+                    r = scanner.start() => r,
+                };
+                match started {
                     Ok(()) => break,
                     Err(e) => {
                         metrics::counter!("edgebus_ble_unavailable_total", "bus" => bus.to_string()).increment(1);
                         let wait = retry.next_delay();
                         if retry.failures == 1 {
                             tracing::error!(bus = %bus, error = %e, retry_in = ?wait, "BLE is unavailable: the devices on this bus will not be published until it is; other sources keep running");
+                            // Say so on the devices' availability topics too.
+                            if !send_all(&ctx, self.all_offline()).await {
+                                return;
+                            }
                         } else {
                             tracing::debug!(bus = %bus, error = %e, retry_in = ?wait, "BLE still unavailable");
                         }
