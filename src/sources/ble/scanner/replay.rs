@@ -11,6 +11,9 @@ use futures::future::BoxFuture;
 use super::{ScanError, Scanner};
 use crate::sources::ble::advert::{Advert, Mac};
 
+/// Replay files are read whole: keep them to a sane size.
+const MAX_FILE: u64 = 64 * 1024 * 1024;
+
 /// Longest accepted line (a 1650-byte extended advert in hex, plus MAC and RSSI).
 const MAX_LINE: usize = 3400;
 
@@ -120,9 +123,12 @@ impl ReplayScanner {
 impl Scanner for ReplayScanner {
     fn start(&mut self) -> BoxFuture<'_, Result<(), ScanError>> {
         async move {
-            let text = tokio::fs::read_to_string(&self.path)
-                .await
-                .map_err(|source| ScanError::Replay { path: self.path.display().to_string(), source })?;
+            let err = |source| ScanError::Replay { path: self.path.display().to_string(), source };
+            let size = tokio::fs::metadata(&self.path).await.map_err(err)?.len();
+            if size > MAX_FILE {
+                return Err(err(std::io::Error::other(format!("{size} bytes; replay files are limited to {MAX_FILE}"))));
+            }
+            let text = tokio::fs::read_to_string(&self.path).await.map_err(err)?;
             self.lines = text.lines().map(str::to_string).collect();
             self.pos = 0;
             self.started = true;
