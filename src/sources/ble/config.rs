@@ -20,7 +20,7 @@ pub struct BleBus {
     /// Read adverts from this file (lines `MAC RSSI HEX`) instead of the radio.
     #[serde(default)]
     pub replay: Option<PathBuf>,
-    /// Pause between replayed lines.
+    /// Pause between replayed lines (default 100 ms).
     #[serde(default, with = "duration::option")]
     pub replay_interval: Option<Duration>,
     /// Start the replay file again at its end (a demo that never runs dry).
@@ -31,12 +31,16 @@ pub struct BleBus {
     /// Opt-in: publish devices that are not in the map, named by a keyed hash of their MAC.
     #[serde(default)]
     pub publish_unknown: Option<PublishUnknown>,
-    /// Defaults for the devices on this bus.
+    /// Default for the devices on this bus: at most one set of readings per device this
+    /// often (default 10 s); adverts arrive several times a second.
     #[serde(default, with = "duration::option")]
     pub min_interval: Option<Duration>,
+    /// Default for the devices on this bus: not heard for this long means offline
+    /// (default 10 min).
     #[serde(default, with = "duration::option")]
     pub offline_after: Option<Duration>,
-    /// A repeated packet id is a duplicate only within this window (the device may restart).
+    /// A repeated packet id is a duplicate only within this window, since the device may
+    /// have restarted (default 4 s).
     #[serde(default, with = "duration::option")]
     pub dedup_window: Option<Duration>,
 }
