@@ -597,3 +597,17 @@ async fn registry_built_source_survives_missing_bluez() {
         .unwrap()
         .unwrap();
 }
+
+/// `edgebus check` shows the BLE devices and their configured points.
+#[test]
+fn check_summary_lists_ble_devices() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let cfg = Config::load(std::path::Path::new(&format!("{root}/config/ble.yaml"))).unwrap();
+    let built = build_all(&cfg).unwrap();
+    let text = edgebus::summary::summary(&cfg, &built);
+    println!("{text}");
+    for d in ["living-room", "freezer", "bathroom"] {
+        assert!(text.contains(d), "{text}");
+    }
+    assert!(text.contains("battery_voltage"), "{text}");
+}

@@ -196,24 +196,33 @@ pub fn build_ble(
             ));
         }
         let name: Arc<str> = Arc::from(d.common.name.as_str());
-        let mut add = |p: PointCommon, i: Option<(&str, usize)>| {
-            let path = match i {
-                Some((k, i)) => d.path.key(k).index(i),
-                None => d.path.key("rssi"),
-            };
+        let mut add = |p: PointCommon, path: crate::config::Path| {
             catalog.push(CatalogEntry {
                 device: name.clone(),
                 point: p,
                 path,
             });
         };
-        if let Some(ps) = &dev.points {
-            for (i, p) in ps.iter().enumerate() {
-                add(p.common.clone(), Some(("points", i)));
+        match (&dev.points, dev.decoder.format()) {
+            (Some(ps), _) => {
+                for (i, p) in ps.iter().enumerate() {
+                    add(p.common.clone(), d.path.key("points").index(i));
+                }
             }
+            (None, Some(f)) => {
+                for (n, u) in f.typical_points() {
+                    let p = PointCommon {
+                        name: n.to_string(),
+                        unit: u.map(str::to_string),
+                        ..Default::default()
+                    };
+                    add(p, d.path.key("decoder"));
+                }
+            }
+            (None, None) => {}
         }
         for (i, p) in dev.gatt.iter().enumerate() {
-            add(p.common.clone(), Some(("gatt", i)));
+            add(p.common.clone(), d.path.key("gatt").index(i));
         }
         if dev.rssi && dev.decoder != DecoderChoice::None {
             add(
@@ -222,7 +231,7 @@ pub fn build_ble(
                     unit: Some("dBm".into()),
                     ..Default::default()
                 },
-                None,
+                d.path.key("rssi"),
             );
         }
         specs.push(DeviceSpec {

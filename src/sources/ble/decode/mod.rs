@@ -88,6 +88,46 @@ impl Format {
     ];
 }
 
+impl Format {
+    /// The values this format always carries (name, unit), for `check` and discovery.
+    /// Empty for formats whose content depends on the device (BTHome, MiBeacon, Eddystone).
+    pub fn typical_points(self) -> &'static [(&'static str, Option<&'static str>)] {
+        match self {
+            Format::Atc1441 => &[
+                ("temperature", Some("°C")),
+                ("humidity", Some("%")),
+                ("battery", Some("%")),
+                ("voltage", Some("V")),
+            ],
+            Format::Pvvx => &[
+                ("temperature", Some("°C")),
+                ("humidity", Some("%")),
+                ("battery", Some("%")),
+                ("voltage", Some("V")),
+            ],
+            Format::RuuviV5 => &[
+                ("temperature", Some("°C")),
+                ("humidity", Some("%")),
+                ("pressure", Some("hPa")),
+                ("acceleration_x", Some("mg")),
+                ("acceleration_y", Some("mg")),
+                ("acceleration_z", Some("mg")),
+                ("voltage", Some("V")),
+                ("tx_power", Some("dBm")),
+                ("movement_counter", None),
+                ("measurement_sequence", None),
+            ],
+            Format::Ibeacon => &[
+                ("uuid", None),
+                ("major", None),
+                ("minor", None),
+                ("measured_power", Some("dBm")),
+            ],
+            Format::Bthome | Format::Mibeacon | Format::Eddystone => &[],
+        }
+    }
+}
+
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
