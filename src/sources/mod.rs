@@ -2,6 +2,7 @@
 //! into [`SourceEvent`]s. Adding a kind of source means one module, its config types, and
 //! one line in [`KINDS`].
 
+pub mod ble;
 pub mod host;
 pub mod modbus;
 pub mod synthetic;
@@ -96,7 +97,7 @@ pub struct Kind {
 }
 
 /// The registry of source kinds.
-pub const KINDS: &[Kind] = &[host::KIND, modbus::KIND, synthetic::KIND];
+pub const KINDS: &[Kind] = &[host::KIND, synthetic::KIND, modbus::KIND, ble::KIND];
 
 /// All sources of a config and their catalog.
 pub struct Built {
