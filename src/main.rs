@@ -37,6 +37,36 @@ enum Command {
         #[command(subcommand)]
         command: BufferCommand,
     },
+    /// Bluetooth LE tools.
+    Ble {
+        #[command(subcommand)]
+        command: BleCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BleCommand {
+    /// List what is heard nearby, decoded, to help write the device map.
+    Scan {
+        /// Take the adapter and bind keys from this device map.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Adapter name, e.g. hci0 (default: the first).
+        #[arg(long)]
+        adapter: Option<String>,
+        /// How long to listen.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Read adverts from a replay file (`MAC RSSI HEX` lines) instead of the radio.
+        #[arg(long)]
+        replay: Option<PathBuf>,
+        /// Also append every advert heard to this replay file.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Print every advert, not only new and changed ones.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -56,6 +86,17 @@ fn main() -> ExitCode {
         Command::Buffer {
             command: BufferCommand::Stats { config },
         } => report(buffer_stats(&config)),
+        Command::Ble {
+            command:
+                BleCommand::Scan {
+                    config,
+                    adapter,
+                    duration,
+                    replay,
+                    record,
+                    all,
+                },
+        } => report(ble_scan(config, adapter, duration, replay, record, all)),
     }
 }
 
@@ -153,5 +194,39 @@ fn buffer_stats(file: &Path) -> anyhow::Result<()> {
         s.dropped, s.dropped_max_bytes, s.dropped_max_age
     );
     println!("next_seq: {}", s.next_seq);
+    Ok(())
+}
+
+fn ble_scan(
+    config: Option<PathBuf>,
+    adapter: Option<String>,
+    duration: std::time::Duration,
+    replay: Option<PathBuf>,
+    record: Option<PathBuf>,
+    all: bool,
+) -> anyhow::Result<()> {
+    use edgebus::sources::ble::scan::{ScanOptions, scan_and_print};
+    let mut opts = match &config {
+        Some(file) => {
+            let cfg = Config::load(file).with_context(|| format!("loading {}", file.display()))?;
+            ScanOptions::from_config(&cfg, duration)
+        }
+        None => ScanOptions {
+            duration,
+            ..Default::default()
+        },
+    };
+    if adapter.is_some() {
+        opts.adapter = adapter;
+    }
+    opts.replay = replay.or(opts.replay);
+    opts.record = record;
+    opts.all = all;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let n = runtime.block_on(async { scan_and_print(opts, &mut std::io::stdout()).await })?;
+    eprintln!("{n} device{} heard", if n == 1 { "" } else { "s" });
     Ok(())
 }
