@@ -3,3 +3,4 @@
 
 pub mod framer;
 pub mod parse;
+pub mod config;
