@@ -120,7 +120,11 @@ fn delimiter<'de, D: Deserializer<'de>>(d: D) -> Result<DelimiterSpec, D::Error>
 }
 
 fn byte_delimiter(b: u8) -> Delimiter {
-    if b == b'\n' { Delimiter::Lf } else { Delimiter::Byte(b) }
+    if b == b'\n' {
+        Delimiter::Lf
+    } else {
+        Delimiter::Byte(b)
+    }
 }
 
 /// `"\n"`, `"\r\n"`, one ASCII character, `lf`/`crlf`/`cr`, or hex `0x03`.
@@ -209,25 +213,49 @@ impl SerialBus {
             out.push(("port".into(), "port must not be empty".into()));
         }
         if self.baud == 0 || self.baud > 4_000_000 {
-            out.push(("baud".into(), format!("baud {} is out of range (1..=4000000)", self.baud)));
+            out.push((
+                "baud".into(),
+                format!("baud {} is out of range (1..=4000000)", self.baud),
+            ));
         }
         if !(5..=8).contains(&self.data_bits) {
-            out.push(("data_bits".into(), format!("data_bits must be 5, 6, 7 or 8, got {}", self.data_bits)));
+            out.push((
+                "data_bits".into(),
+                format!("data_bits must be 5, 6, 7 or 8, got {}", self.data_bits),
+            ));
         }
         if !(1..=2).contains(&self.stop_bits) {
-            out.push(("stop_bits".into(), format!("stop_bits must be 1 or 2, got {}", self.stop_bits)));
+            out.push((
+                "stop_bits".into(),
+                format!("stop_bits must be 1 or 2, got {}", self.stop_bits),
+            ));
         }
         if self.max_line == 0 || self.max_line > MAX_LINE_LIMIT {
-            out.push(("max_line".into(), format!("max_line must be between 1 B and 1 MiB, got {}", self.max_line)));
+            out.push((
+                "max_line".into(),
+                format!(
+                    "max_line must be between 1 B and 1 MiB, got {}",
+                    self.max_line
+                ),
+            ));
         }
         if self.reopen_backoff.is_zero() {
-            out.push(("reopen_backoff".into(), "reopen_backoff must be positive".into()));
+            out.push((
+                "reopen_backoff".into(),
+                "reopen_backoff must be positive".into(),
+            ));
         }
         if self.reopen_backoff_max < self.reopen_backoff {
-            out.push(("reopen_backoff_max".into(), "reopen_backoff_max must be at least reopen_backoff".into()));
+            out.push((
+                "reopen_backoff_max".into(),
+                "reopen_backoff_max must be at least reopen_backoff".into(),
+            ));
         }
         if self.idle_timeout.is_some_and(|d| d.is_zero()) {
-            out.push(("idle_timeout".into(), "idle_timeout must be positive".into()));
+            out.push((
+                "idle_timeout".into(),
+                "idle_timeout must be positive".into(),
+            ));
         }
         out
     }
@@ -250,7 +278,10 @@ impl SerialDevice {
     pub fn validate(&self, poll: Option<Duration>) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if self.points.is_empty() {
-            out.push(("points".into(), "a serial device needs at least one point".into()));
+            out.push((
+                "points".into(),
+                "a serial device needs at least one point".into(),
+            ));
         }
         if let Err(e) = self.parser() {
             out.push(e);
@@ -269,24 +300,40 @@ impl SerialDevice {
                     out.push(("request.timeout".into(), "timeout must be positive".into()));
                 }
                 if !(1..=64).contains(&r.lines) {
-                    out.push(("request.lines".into(), format!("lines must be 1..=64, got {}", r.lines)));
+                    out.push((
+                        "request.lines".into(),
+                        format!("lines must be 1..=64, got {}", r.lines),
+                    ));
                 }
                 if r.offline_after == 0 {
-                    out.push(("request.offline_after".into(), "offline_after must be at least 1".into()));
+                    out.push((
+                        "request.offline_after".into(),
+                        "offline_after must be at least 1".into(),
+                    ));
                 }
                 let every = poll.unwrap_or(DEFAULT_POLL);
                 if every < r.timeout {
-                    out.push(("request.timeout".into(), format!("timeout must not exceed the poll interval ({every:?})")));
+                    out.push((
+                        "request.timeout".into(),
+                        format!("timeout must not exceed the poll interval ({every:?})"),
+                    ));
                 }
             }
             None if poll.is_some() => {
-                out.push(("poll".into(), "poll needs a `request` to send; streaming devices are read as lines arrive".into()));
+                out.push((
+                    "poll".into(),
+                    "poll needs a `request` to send; streaming devices are read as lines arrive"
+                        .into(),
+                ));
             }
             None => {}
         }
         for (i, p) in self.points.iter().enumerate() {
             if p.kind.ty == Some(ValueType::Text) && p.common.has_scaling() {
-                out.push((format!("points[{i}].scale"), "scale/offset do not apply to text points".into()));
+                out.push((
+                    format!("points[{i}].scale"),
+                    "scale/offset do not apply to text points".into(),
+                ));
             }
         }
         out
@@ -300,8 +347,12 @@ mod tests {
 
     #[test]
     fn bus_defaults_and_delimiters() {
-        let b: SerialBus = parse(&serde_json::json!({"port": "/dev/ttyUSB0"}), &Path::root()).unwrap();
-        assert_eq!((b.baud, b.data_bits, b.stop_bits, b.parity), (9600, 8, 1, Parity::None));
+        let b: SerialBus =
+            parse(&serde_json::json!({"port": "/dev/ttyUSB0"}), &Path::root()).unwrap();
+        assert_eq!(
+            (b.baud, b.data_bits, b.stop_bits, b.parity),
+            (9600, 8, 1, Parity::None)
+        );
         assert_eq!(b.delimiter.0, Delimiter::Lf);
         assert_eq!(b.max_line, 1024);
         assert!(b.validate().is_empty());
@@ -313,11 +364,23 @@ mod tests {
             (serde_json::json!("0x0a"), Delimiter::Lf),
             (serde_json::json!("crlf"), Delimiter::CrLf),
         ] {
-            let b: SerialBus = parse(&serde_json::json!({"port": "p", "delimiter": v}), &Path::root()).unwrap();
+            let b: SerialBus = parse(
+                &serde_json::json!({"port": "p", "delimiter": v}),
+                &Path::root(),
+            )
+            .unwrap();
             assert_eq!(b.delimiter.0, want, "{v}");
         }
-        for bad in [serde_json::json!("ab"), serde_json::json!(300), serde_json::json!("0xzz")] {
-            let e = parse::<SerialBus>(&serde_json::json!({"port": "p", "delimiter": bad}), &Path::root()).unwrap_err();
+        for bad in [
+            serde_json::json!("ab"),
+            serde_json::json!(300),
+            serde_json::json!("0xzz"),
+        ] {
+            let e = parse::<SerialBus>(
+                &serde_json::json!({"port": "p", "delimiter": bad}),
+                &Path::root(),
+            )
+            .unwrap_err();
             assert_eq!(e.path.to_string(), "delimiter");
         }
     }
@@ -331,7 +394,11 @@ mod tests {
         .unwrap();
         let keys: Vec<String> = b.validate().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["baud", "data_bits", "stop_bits", "max_line"]);
-        let e = parse::<SerialBus>(&serde_json::json!({"port": "p", "parity": "mark"}), &Path::root()).unwrap_err();
+        let e = parse::<SerialBus>(
+            &serde_json::json!({"port": "p", "parity": "mark"}),
+            &Path::root(),
+        )
+        .unwrap_err();
         assert_eq!(e.path.to_string(), "parity");
     }
 
@@ -347,7 +414,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.points[1].kind.ty, Some(ValueType::Uint));
-        assert_eq!(d.request.as_ref().map(|r| r.timeout), Some(Duration::from_millis(500)));
+        assert_eq!(
+            d.request.as_ref().map(|r| r.timeout),
+            Some(Duration::from_millis(500))
+        );
         let v = d.validate(None);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].0, "points[1].field");
@@ -361,9 +431,16 @@ mod tests {
             &Path::root(),
         )
         .unwrap_err();
-        assert!(e.message.contains("unknown field `checksum`"), "{}", e.message);
-        let e = parse::<SerialDevice>(&serde_json::json!({"parser": {"type": "xml"}, "points": []}), &Path::root())
-            .unwrap_err();
+        assert!(
+            e.message.contains("unknown field `checksum`"),
+            "{}",
+            e.message
+        );
+        let e = parse::<SerialDevice>(
+            &serde_json::json!({"parser": {"type": "xml"}, "points": []}),
+            &Path::root(),
+        )
+        .unwrap_err();
         assert!(e.message.contains("xml"), "{}", e.message);
         let d: SerialDevice = parse(
             &serde_json::json!({"parser": {"type": "kv"}, "match": "(", "points": [{"name": "a", "field": "a"}]}),
