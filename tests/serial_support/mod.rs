@@ -115,10 +115,10 @@ impl Responder {
                 for &b in &buf[..k] {
                     line.push(b);
                     if b == b'\n' {
-                        if let Some(out) = reply(&line) {
-                            if master.write_all(&out).is_err() {
-                                return;
-                            }
+                        if let Some(out) = reply(&line)
+                            && master.write_all(&out).is_err()
+                        {
+                            return;
                         }
                         line.clear();
                     }

@@ -286,10 +286,10 @@ impl SerialDevice {
         if let Err(e) = self.parser() {
             out.push(e);
         }
-        if let Some(m) = &self.line_match {
-            if let Err(e) = regex::RegexBuilder::new(m).size_limit(1 << 20).build() {
-                out.push(("match".into(), format!("invalid regular expression: {e}")));
-            }
+        if let Some(m) = &self.line_match
+            && let Err(e) = regex::RegexBuilder::new(m).size_limit(1 << 20).build()
+        {
+            out.push(("match".into(), format!("invalid regular expression: {e}")));
         }
         match &self.request {
             Some(r) => {

@@ -216,16 +216,17 @@ impl Engine {
                 r.missed(p.dev, out);
             }
         }
-        if let (Some(limit), Some(last)) = (self.idle_timeout, self.last_rx) {
-            if !self.idle && now.duration_since(last) >= limit {
-                self.idle = true;
-                if self.framer.flush_partial() {
-                    r.garbage(None, "partial");
-                }
-                for i in 0..r.devices.len() {
-                    if r.devices[i].poll.is_none() {
-                        r.set_online(i, false, out);
-                    }
+        if let (Some(limit), Some(last)) = (self.idle_timeout, self.last_rx)
+            && !self.idle
+            && now.duration_since(last) >= limit
+        {
+            self.idle = true;
+            if self.framer.flush_partial() {
+                r.garbage(None, "partial");
+            }
+            for i in 0..r.devices.len() {
+                if r.devices[i].poll.is_none() {
+                    r.set_online(i, false, out);
                 }
             }
         }
@@ -237,19 +238,19 @@ impl Engine {
                 .filter_map(|(i, d)| Some((i, d.poll.as_ref()?.next_due?)))
                 .filter(|(_, t)| *t <= now)
                 .min_by_key(|(_, t)| *t);
-            if let Some((i, _)) = due {
-                if let Some(p) = r.devices[i].poll.as_mut() {
-                    let next = p.next_due.map_or(now, |t| t + p.every);
-                    // After a stall, do not fire a burst of catch-up polls.
-                    p.next_due = Some(if next <= now { now + p.every } else { next });
-                    r.pending = Some(Pending {
-                        dev: i,
-                        deadline: now + p.timeout,
-                        remaining: p.lines,
-                        answered: false,
-                    });
-                    out.push(Action::Write(p.command.clone()));
-                }
+            if let Some((i, _)) = due
+                && let Some(p) = r.devices[i].poll.as_mut()
+            {
+                let next = p.next_due.map_or(now, |t| t + p.every);
+                // After a stall, do not fire a burst of catch-up polls.
+                p.next_due = Some(if next <= now { now + p.every } else { next });
+                r.pending = Some(Pending {
+                    dev: i,
+                    deadline: now + p.timeout,
+                    remaining: p.lines,
+                    answered: false,
+                });
+                out.push(Action::Write(p.command.clone()));
             }
         }
     }
@@ -292,18 +293,18 @@ impl Router {
         if line.is_empty() {
             return;
         }
-        if let Some(mut p) = self.pending {
-            if self.devices[p.dev].accepts(line) {
-                p.remaining = p.remaining.saturating_sub(1);
-                if self.deliver(p.dev, line, ts, out) {
-                    p.answered = true;
-                    if let Some(poll) = self.devices[p.dev].poll.as_mut() {
-                        poll.misses = 0;
-                    }
+        if let Some(mut p) = self.pending
+            && self.devices[p.dev].accepts(line)
+        {
+            p.remaining = p.remaining.saturating_sub(1);
+            if self.deliver(p.dev, line, ts, out) {
+                p.answered = true;
+                if let Some(poll) = self.devices[p.dev].poll.as_mut() {
+                    poll.misses = 0;
                 }
-                self.pending = (p.remaining > 0).then_some(p);
-                return;
             }
+            self.pending = (p.remaining > 0).then_some(p);
+            return;
         }
         let mut taken = false;
         for i in 0..self.devices.len() {
@@ -481,14 +482,14 @@ mod tests {
         )
     }
 
-    /// (device, point, value) of readings, and availability changes as (device, online).
-    fn split(
-        out: &mut Vec<Action>,
-    ) -> (
+    type Split = (
         Vec<(String, String, Value)>,
         Vec<(String, bool)>,
         Vec<Bytes>,
-    ) {
+    );
+
+    /// Readings as (device, point, value), availability changes, and writes.
+    fn split(out: &mut Vec<Action>) -> Split {
         let (mut r, mut a, mut w) = (Vec::new(), Vec::new(), Vec::new());
         for x in out.drain(..) {
             match x {

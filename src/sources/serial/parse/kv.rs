@@ -77,10 +77,11 @@ impl Kv {
                 return Err(ParseError::Malformed(format!("{pair:?} is not key=value")));
             };
             pairs += 1;
-            if let Some(i) = self.keys.iter().position(|key| key == k) {
-                if values[i].is_none() && !v.is_empty() {
-                    values[i] = Some(Raw::Text(v.to_string()));
-                }
+            if let Some(i) = self.keys.iter().position(|key| key == k)
+                && values[i].is_none()
+                && !v.is_empty()
+            {
+                values[i] = Some(Raw::Text(v.to_string()));
             }
         }
         if pairs == 0 {

@@ -95,7 +95,7 @@ pub fn convert(
                 }
             }
             let x = finite(apply(number(&raw)?))?.round();
-            if x >= -9.223_372_036_854_776e18 && x < 9.223_372_036_854_776e18 {
+            if (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&x) {
                 Ok(Raw::Int(x as i64))
             } else {
                 Err(ConvertError::OutOfRange(x, "int"))
