@@ -4,6 +4,7 @@
 
 pub mod host;
 pub mod serial;
+pub mod synthetic;
 
 use std::sync::Arc;
 
@@ -95,7 +96,11 @@ pub struct Kind {
 }
 
 /// The registry of source kinds.
-pub const KINDS: &[Kind] = &[host::KIND, serial::KIND];
+pub const KINDS: &[Kind] = &[
+    host::KIND,
+    serial::KIND,
+    synthetic::KIND,
+];
 
 /// All sources of a config and their catalog.
 pub struct Built {
