@@ -132,6 +132,8 @@ struct Router {
     pending: Option<Pending>,
     stats: Arc<SerialStats>,
     warned: HashSet<(usize, &'static str)>,
+    /// Per-device reading counters, registered once (the hot path does not allocate labels).
+    reading_counters: Vec<metrics::Counter>,
 }
 
 #[derive(Debug)]
@@ -151,6 +153,10 @@ impl Engine {
         idle_timeout: Option<Duration>,
         stats: Arc<SerialStats>,
     ) -> Engine {
+        let reading_counters = devices
+            .iter()
+            .map(|d| metrics::counter!("edgebus_serial_readings_total", "bus" => bus.to_string(), "device" => d.name.to_string()))
+            .collect();
         Engine {
             framer,
             router: Router {
@@ -159,6 +165,7 @@ impl Engine {
                 pending: None,
                 stats,
                 warned: HashSet::new(),
+                reading_counters,
             },
             idle_timeout,
             last_rx: None,
@@ -357,8 +364,7 @@ impl Router {
             }
         }
         self.stats.readings.fetch_add(converted, Ordering::Relaxed);
-        metrics::counter!("edgebus_serial_readings_total", "bus" => self.bus.to_string(), "device" => self.devices[i].name.to_string())
-            .increment(converted);
+        self.reading_counters[i].increment(converted);
         if let Some((point, msg)) = failed {
             bump(&self.stats.conversion);
             metrics::counter!("edgebus_serial_garbage_total", "bus" => self.bus.to_string(), "device" => self.devices[i].name.to_string(), "reason" => "conversion")
