@@ -60,12 +60,21 @@ async fn unplug_and_replug_recovers() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(pty);
     assert!(!run.availability("probe", 10).await, "offline after unplug");
-    // Stay unplugged over several reopen attempts (backoff 50 ms .. 200 ms).
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let errors_while_unplugged = SerialStats::get(&run.stats.port_errors);
+    // Stay unplugged over several reopen attempts (backoff 50 ms .. 200 ms); each counts.
+    for _ in 0..200 {
+        if SerialStats::get(&run.stats.port_errors) >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
-        errors_while_unplugged >= 3,
-        "reopen attempts are made and counted: {errors_while_unplugged}"
+        SerialStats::get(&run.stats.port_errors) >= 4,
+        "reopen attempts are made and counted"
+    );
+    assert_eq!(
+        SerialStats::get(&run.stats.opens),
+        1,
+        "and they fail while unplugged"
     );
 
     let mut pty = Pty::new(&link);
