@@ -265,3 +265,83 @@ pub fn yaml(port: &Path, bus_extra: &str, devices: &str) -> String {
         port.display()
     )
 }
+
+/// Whether an external test peer (a program from Debian/PyPI) is installed. Missing: skip
+/// with a printed reason on a dev box, but fail under CI (`CI=true`), where `.ci/run`
+/// installs every peer.
+pub fn have_peer(program: &str, package: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{program} is required in CI (install the `{package}` package)");
+        }
+        eprintln!(
+            "skipping: {program} not found (install the `{package}` package to run this test)"
+        );
+    }
+    found
+}
+
+/// `socat` joining two pseudo-terminals, each reachable through a symlink: the source
+/// opens `device`, the test plays the sensor through `sensor`. Dropping it terminates
+/// socat, which removes both links — an unplug.
+pub struct Socat {
+    child: std::process::Child,
+    pub device: PathBuf,
+    pub sensor: PathBuf,
+}
+
+impl Socat {
+    pub fn start(device: &Path, sensor: &Path) -> Socat {
+        let _ = std::fs::remove_file(device);
+        let _ = std::fs::remove_file(sensor);
+        let child = std::process::Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", device.display()))
+            .arg(format!("pty,raw,echo=0,link={}", sensor.display()))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start socat");
+        for _ in 0..200 {
+            if device.exists() && sensor.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            device.exists() && sensor.exists(),
+            "socat did not create its links"
+        );
+        Socat {
+            child,
+            device: device.to_path_buf(),
+            sensor: sensor.to_path_buf(),
+        }
+    }
+
+    /// Opens the sensor side for writing lines (and reading requests).
+    pub fn sensor(&self) -> File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.sensor)
+            .expect("open sensor side")
+    }
+}
+
+impl Drop for Socat {
+    fn drop(&mut self) {
+        // SIGTERM lets socat remove its links; then make sure it is gone.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.device);
+        let _ = std::fs::remove_file(&self.sensor);
+    }
+}
