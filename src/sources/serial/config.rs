@@ -425,6 +425,29 @@ mod tests {
     }
 
     #[test]
+    fn parser_shorthand_and_nested_error_paths() {
+        let d: SerialDevice = parse(
+            &serde_json::json!({"parser": "nmea", "points": [{"name": "a", "field": "latitude"}]}),
+            &Path::root(),
+        )
+        .unwrap();
+        assert_eq!(d.parser, ParserSpec::Nmea(Default::default()));
+        let e = parse::<SerialDevice>(
+            &serde_json::json!({"parser": "csv", "points": []}),
+            &Path::root().key("devices").index(0),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("columns"), "{}", e.message);
+        assert_eq!(e.path.to_string(), "devices[0].parser");
+        let e = parse::<SerialDevice>(
+            &serde_json::json!({"parser": {"type": "csv", "columns": [1]}, "points": []}),
+            &Path::root(),
+        )
+        .unwrap_err();
+        assert_eq!(e.path.to_string(), "parser.columns[0]");
+    }
+
+    #[test]
     fn device_errors_point_at_the_key() {
         let e = parse::<SerialDevice>(
             &serde_json::json!({"parser": {"type": "nmea", "checksum": false}, "points": []}),

@@ -15,9 +15,9 @@ use serde::Deserialize;
 
 pub use value::{Raw, ValueType, convert};
 
-/// Which parser a device uses, with its options (`parser: { type: csv, … }`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+/// Which parser a device uses, with its options: `parser: { type: csv, … }`, or just
+/// `parser: nmea` for a parser without required options.
+#[derive(Debug, Clone, PartialEq)]
 pub enum ParserSpec {
     /// NMEA 0183 sentences (GGA, RMC, GLL, VTG, GSA).
     Nmea(nmea::NmeaOptions),
@@ -29,6 +29,46 @@ pub enum ParserSpec {
     Kv(kv::KvOptions),
     /// A regular expression with named captures.
     Regex(regex::RegexOptions),
+}
+
+impl<'de> Deserialize<'de> for ParserSpec {
+    /// By hand rather than `#[serde(tag = "type")]`, which buffers the mapping and so loses
+    /// the path of an error inside the options (`parser.columns[0]`).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        fn options<T: serde::de::DeserializeOwned, E: Error>(v: serde_json::Value) -> Result<T, E> {
+            serde_path_to_error::deserialize(v).map_err(crate::config::issue::nested_error::<E>)
+        }
+        let mut map = match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(name) => {
+                serde_json::Map::from_iter([("type".to_string(), name.into())])
+            }
+            serde_json::Value::Object(m) => m,
+            _ => {
+                return Err(D::Error::custom(
+                    "expected a parser name (`nmea`) or a mapping with `type`",
+                ));
+            }
+        };
+        let kind = match map.remove("type") {
+            Some(serde_json::Value::String(k)) => k,
+            Some(_) => return Err(D::Error::custom("parser `type` must be text")),
+            None => return Err(D::Error::missing_field("type")),
+        };
+        let rest = serde_json::Value::Object(map);
+        Ok(match kind.as_str() {
+            "nmea" => ParserSpec::Nmea(options(rest)?),
+            "csv" => ParserSpec::Csv(options(rest)?),
+            "json" => ParserSpec::Json(options(rest)?),
+            "kv" => ParserSpec::Kv(options(rest)?),
+            "regex" => ParserSpec::Regex(options(rest)?),
+            other => {
+                return Err(D::Error::custom(format!(
+                    "unknown parser `{other}` (known: nmea, csv, json, kv, regex)"
+                )));
+            }
+        })
+    }
 }
 
 impl ParserSpec {
