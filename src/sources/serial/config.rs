@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+pub use super::engine::Encoding;
 use super::framer::Delimiter;
 use super::parse::{Parser, ParserSpec, ValueType};
 use crate::config::{Point, duration};
@@ -44,6 +45,10 @@ pub struct SerialBus {
     /// Lock the port against other openers (TIOCEXCL + flock).
     #[serde(default = "yes")]
     pub exclusive: bool,
+    /// Text encoding of the lines. `latin1` for older instruments that print `°` as one
+    /// byte (0xB0); with `utf8`, lines that are not valid UTF-8 are counted and skipped.
+    #[serde(default)]
+    pub encoding: Encoding,
 }
 
 fn default_baud() -> u32 {

@@ -15,6 +15,16 @@ use super::parse::{Outcome, Parser, Raw, ValueType, convert};
 use crate::reading::{Reading, Value};
 use crate::sources::SourceEvent;
 
+/// How line bytes become text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    #[default]
+    Utf8,
+    /// ISO 8859-1: every byte is a character, so no line is rejected for its encoding.
+    Latin1,
+}
+
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -128,6 +138,7 @@ struct Pending {
 #[derive(Debug)]
 struct Router {
     bus: Arc<str>,
+    encoding: Encoding,
     devices: Vec<DeviceRt>,
     pending: Option<Pending>,
     stats: Arc<SerialStats>,
@@ -161,6 +172,7 @@ impl Engine {
             framer,
             router: Router {
                 bus,
+                encoding: Encoding::Utf8,
                 devices,
                 pending: None,
                 stats,
@@ -171,6 +183,11 @@ impl Engine {
             last_rx: None,
             idle: false,
         }
+    }
+
+    pub fn with_encoding(mut self, encoding: Encoding) -> Engine {
+        self.router.encoding = encoding;
+        self
     }
 
     pub fn stats(&self) -> &Arc<SerialStats> {
@@ -292,9 +309,19 @@ impl Router {
             }
             Frame::Line(b) => b,
         };
-        let Ok(line) = std::str::from_utf8(bytes) else {
-            self.garbage(None, "invalid_utf8");
-            return;
+        let latin1: String;
+        let line = match self.encoding {
+            Encoding::Utf8 => match std::str::from_utf8(bytes) {
+                Ok(l) => l,
+                Err(_) => {
+                    self.garbage(None, "invalid_utf8");
+                    return;
+                }
+            },
+            Encoding::Latin1 => {
+                latin1 = bytes.iter().map(|&b| char::from(b)).collect();
+                &latin1
+            }
         };
         let line = line.trim_matches(|c: char| c.is_whitespace() || c == '\0');
         if line.is_empty() {
@@ -345,6 +372,7 @@ impl Router {
         let d = &self.devices[i];
         let mut failed: Option<(String, String)> = None;
         let mut converted = 0;
+        let mut failures = 0;
         for (pi, (raw, p)) in fields.into_iter().zip(&d.points).enumerate() {
             let Some(raw) = raw else { continue };
             let ty = if p.ty == ValueType::Auto {
@@ -360,15 +388,18 @@ impl Router {
                         .with_ts(ts);
                     out.push(Action::Event(SourceEvent::Reading(r)));
                 }
-                Err(e) => failed = Some((p.name.to_string(), e.to_string())),
+                Err(e) => {
+                    failures += 1;
+                    failed = Some((p.name.to_string(), e.to_string()));
+                }
             }
         }
         self.stats.readings.fetch_add(converted, Ordering::Relaxed);
         self.reading_counters[i].increment(converted);
         if let Some((point, msg)) = failed {
-            bump(&self.stats.conversion);
+            self.stats.conversion.fetch_add(failures, Ordering::Relaxed);
             metrics::counter!("edgebus_serial_garbage_total", "bus" => self.bus.to_string(), "device" => self.devices[i].name.to_string(), "reason" => "conversion")
-                .increment(1);
+                .increment(failures);
             if self.warned.insert((i, "conversion")) {
                 tracing::warn!(bus = %self.bus, device = %self.devices[i].name, point = %point, "value not usable: {msg} (further ones are logged at debug level)");
             } else {
@@ -683,6 +714,45 @@ mod tests {
             "the cut line's tail is not glued on"
         );
         assert_eq!(a, vec![("g".into(), true)]);
+    }
+
+    #[test]
+    fn latin1_lines_are_decoded() {
+        let dev = DeviceRt {
+            name: "t".into(),
+            parser: Parser::build(
+                &ParserSpec::Regex(crate::sources::serial::parse::regex::RegexOptions {
+                    pattern: r"(?P<t>[\d.]+)(?P<u>°C)".into(),
+                }),
+                &["t", "u"],
+            )
+            .unwrap(),
+            matcher: None,
+            points: vec![point("t"), point("u")],
+            poll: None,
+            online: None,
+        };
+        let mut utf8 = engine(vec![dev.clone()], None);
+        let mut latin1 = engine(vec![dev], None).with_encoding(Encoding::Latin1);
+        let mut out = Vec::new();
+        for e in [&mut utf8, &mut latin1] {
+            e.opened(Instant::now());
+            e.bytes(
+                b"21.5\xb0C\n",
+                Instant::now(),
+                SystemTime::UNIX_EPOCH,
+                &mut out,
+            );
+        }
+        assert_eq!(SerialStats::get(&utf8.stats().invalid_utf8), 1);
+        let (r, _, _) = split(&mut out);
+        assert_eq!(
+            r,
+            vec![
+                ("t".into(), "t".into(), Value::Float(21.5)),
+                ("t".into(), "u".into(), Value::Text("°C".into())),
+            ]
+        );
     }
 
     #[test]

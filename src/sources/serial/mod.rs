@@ -115,7 +115,8 @@ pub fn build_source(
                 rts,
                 cfg.idle_timeout,
                 stats,
-            );
+            )
+            .with_encoding(cfg.encoding);
             Ok((
                 SerialSource {
                     name: bus.name.clone(),
