@@ -334,6 +334,12 @@ impl SerialDevice {
             None => {}
         }
         for (i, p) in self.points.iter().enumerate() {
+            if p.common.writable {
+                out.push((
+                    format!("points[{i}].writable"),
+                    "serial points are read-only".into(),
+                ));
+            }
             if p.kind.ty == Some(ValueType::Text) && p.common.has_scaling() {
                 out.push((
                     format!("points[{i}].scale"),
@@ -478,5 +484,15 @@ mod tests {
         let v = d.validate(Some(Duration::from_secs(5)));
         let keys: Vec<&str> = v.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["match", "poll"]);
+        let d: SerialDevice = parse(
+            &serde_json::json!({"parser": "kv", "points": [
+                {"name": "a", "field": "a", "writable": true},
+                {"name": "b", "field": "b", "type": "text", "scale": 2}
+            ]}),
+            &Path::root(),
+        )
+        .unwrap();
+        let keys: Vec<String> = d.validate(None).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["points[0].writable", "points[1].scale"]);
     }
 }
