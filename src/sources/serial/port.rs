@@ -14,6 +14,8 @@ use crate::sources::SourceContext;
 /// Writes should take milliseconds; a stuck one means flow control holds the line.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_BUF: usize = 4096;
+/// An open port that lasted this long resets the reopen backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
@@ -87,9 +89,15 @@ pub async fn run(bus_name: &str, bus: &SerialBus, engine: &mut Engine, ctx: &Sou
                     tracing::info!(bus = %bus_name, port = %bus.port, baud = bus.baud, "port open");
                 }
                 failures = 0;
-                backoff = bus.reopen_backoff;
-                engine.opened(Instant::now());
-                match serve(stream, engine, ctx, &mut out).await {
+                let opened = Instant::now();
+                engine.opened(opened);
+                let end = serve(stream, engine, ctx, &mut out).await;
+                // A port that fails right after opening (a flaky hub) keeps backing off;
+                // one that worked for a while starts over from the shortest wait.
+                if opened.elapsed() >= STABLE_AFTER {
+                    backoff = bus.reopen_backoff;
+                }
+                match end {
                     End::Shutdown => return,
                     End::Lost(e) => {
                         count_error(bus_name, engine.stats());
