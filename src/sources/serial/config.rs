@@ -205,7 +205,8 @@ pub struct SerialPoint {
     /// Where the value is in the line: an NMEA field (`latitude`, `RMC.speed_kmh`), a
     /// CSV column name, a JSON pointer (`/bme/t`), a key, or a capture name.
     pub field: String,
-    /// Published type (default: the field's natural type).
+    /// Published type. Default: `float` for csv, kv and regex; the JSON value's own type
+    /// for json; the field's type for nmea (`satellites` is an integer, `time` text …).
     #[serde(default, rename = "type")]
     pub ty: Option<ValueType>,
 }

@@ -373,14 +373,9 @@ impl Router {
         let mut failed: Option<(String, String)> = None;
         let mut converted = 0;
         let mut failures = 0;
-        for (pi, (raw, p)) in fields.into_iter().zip(&d.points).enumerate() {
+        for (raw, p) in fields.into_iter().zip(&d.points) {
             let Some(raw) = raw else { continue };
-            let ty = if p.ty == ValueType::Auto {
-                d.parser.natural_type(pi)
-            } else {
-                p.ty
-            };
-            match convert(raw, ty, p.scale, p.offset) {
+            match convert(raw, p.ty, p.scale, p.offset) {
                 Ok(v) => {
                     converted += 1;
                     let r = Reading::new(d.name.clone(), p.name.clone(), to_value(v))
@@ -791,5 +786,47 @@ mod tests {
         assert_eq!(r[0].unit.as_deref(), Some("°C"));
         assert_eq!(r[0].ts, SystemTime::UNIX_EPOCH);
         assert_eq!(r[1].value, Value::UInt(7));
+    }
+
+    #[test]
+    fn header_line_does_not_become_text_readings() {
+        let spec = ParserSpec::Csv(CsvOptions {
+            columns: vec!["t".into(), "h".into()],
+            separator: ";".into(),
+            allow_extra_columns: false,
+        });
+        let parser = Parser::build(&spec, &["t", "h"]).unwrap();
+        let points = (0..2)
+            .map(|i| PointRt {
+                ty: parser.natural_type(i),
+                ..point(["t", "h"][i])
+            })
+            .collect();
+        let dev = DeviceRt {
+            name: "w".into(),
+            parser,
+            matcher: None,
+            points,
+            poll: None,
+            online: None,
+        };
+        let mut e = engine(vec![dev], None);
+        let mut out = Vec::new();
+        e.opened(Instant::now());
+        e.bytes(
+            b"t;h\n21.5;40\n",
+            Instant::now(),
+            SystemTime::UNIX_EPOCH,
+            &mut out,
+        );
+        let (r, _, _) = split(&mut out);
+        assert_eq!(
+            r,
+            vec![
+                ("w".into(), "t".into(), Value::Float(21.5)),
+                ("w".into(), "h".into(), Value::Float(40.0))
+            ]
+        );
+        assert_eq!(SerialStats::get(&e.stats().conversion), 2);
     }
 }

@@ -23,7 +23,6 @@ use futures::future::BoxFuture;
 use self::config::{DEFAULT_POLL, SerialBus, SerialDevice};
 use self::engine::{DeviceRt, Engine, PointRt, PollRt, SerialStats};
 use self::framer::Framer;
-use self::parse::ValueType;
 use super::{BuiltSource, CatalogEntry, Kind, Source, SourceContext};
 use crate::config::{BusSpec, Config, ConfigIssue, DeviceSpec};
 
@@ -148,10 +147,11 @@ fn device_rt(
     let points = dev
         .points
         .iter()
-        .map(|p| PointRt {
+        .enumerate()
+        .map(|(i, p)| PointRt {
             name: Arc::from(p.common.name.as_str()),
             unit: p.common.unit.as_deref().map(Arc::from),
-            ty: p.kind.ty.unwrap_or(ValueType::Auto),
+            ty: p.kind.ty.unwrap_or_else(|| parser.natural_type(i)),
             scale: p.common.scale,
             offset: p.common.offset,
         })

@@ -152,11 +152,13 @@ impl Parser {
         }
     }
 
-    /// The type a point gets when its config names none.
+    /// The type a point gets when its config names none. Text formats default to numbers
+    /// so that a stray header or banner line cannot turn a number point into text.
     pub fn natural_type(&self, field_index: usize) -> ValueType {
         match self {
             Parser::Nmea(p) => p.natural_type(field_index),
-            _ => ValueType::Auto,
+            Parser::Json(_) => ValueType::Auto,
+            Parser::Csv(_) | Parser::Kv(_) | Parser::Regex(_) => ValueType::Float,
         }
     }
 }
