@@ -110,3 +110,34 @@ fn mistakes_are_reported_with_line_and_column() {
         "{err}"
     );
 }
+
+#[test]
+fn nmea_points_get_their_natural_units() {
+    let text = r#"
+gateway: { id: t }
+buses: [{ name: g, type: serial, port: /dev/serial/by-id/usb-gps }]
+devices:
+  - name: gps
+    bus: g
+    parser: nmea
+    points:
+      - { name: lat, field: latitude }
+      - { name: alt, field: altitude }
+      - { name: alt_ft, field: altitude, scale: 3.28084 }
+      - { name: speed, field: speed_kmh }
+      - { name: sats, field: satellites }
+      - { name: course, field: course, unit: deg }
+"#;
+    let c =
+        Config::from_text(Path::new("t.yaml"), text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let built = edgebus::sources::build_all(&c).unwrap_or_else(|e| panic!("{e:?}"));
+    let units: Vec<Option<&str>> = built
+        .catalog
+        .iter()
+        .map(|e| e.point.unit.as_deref())
+        .collect();
+    assert_eq!(
+        units,
+        [Some("°"), Some("m"), None, Some("km/h"), None, Some("deg")]
+    );
+}

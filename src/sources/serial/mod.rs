@@ -88,21 +88,23 @@ pub fn build_source(
             );
             continue;
         }
-        match device_rt(&d.common.name, &dev, d.common.poll) {
-            Ok(rt) => rts.push(rt),
+        let rt = match device_rt(&d.common.name, &dev, d.common.poll) {
+            Ok(rt) => rt,
             Err((k, m)) => {
                 issues.push(ConfigIssue::new(d.path.join_str(&k), m));
                 continue;
             }
-        }
-        let name: Arc<str> = Arc::from(d.common.name.as_str());
-        for (i, p) in dev.points.iter().enumerate() {
+        };
+        for (i, (p, prt)) in dev.points.iter().zip(&rt.points).enumerate() {
+            let mut point = p.common.clone();
+            point.unit = prt.unit.as_deref().map(str::to_string);
             catalog.push(CatalogEntry {
-                device: name.clone(),
-                point: p.common.clone(),
+                device: rt.name.clone(),
+                point,
                 path: d.path.key("points").index(i),
             });
         }
+        rts.push(rt);
     }
     match cfg {
         Some(cfg) if issues.is_empty() => {
@@ -150,7 +152,17 @@ fn device_rt(
         .enumerate()
         .map(|(i, p)| PointRt {
             name: Arc::from(p.common.name.as_str()),
-            unit: p.common.unit.as_deref().map(Arc::from),
+            // A scaled value is in some other unit: then only the configured one applies.
+            unit: p
+                .common
+                .unit
+                .as_deref()
+                .or_else(|| {
+                    (!p.common.has_scaling())
+                        .then(|| parser.natural_unit(i))
+                        .flatten()
+                })
+                .map(Arc::from),
             ty: p.kind.ty.unwrap_or_else(|| parser.natural_type(i)),
             scale: p.common.scale,
             offset: p.common.offset,

@@ -152,6 +152,14 @@ impl Parser {
         }
     }
 
+    /// The unit a point gets when its config names none (NMEA fields have fixed units).
+    pub fn natural_unit(&self, field_index: usize) -> Option<&'static str> {
+        match self {
+            Parser::Nmea(p) => p.natural_unit(field_index),
+            _ => None,
+        }
+    }
+
     /// The type a point gets when its config names none. Text formats default to numbers
     /// so that a stray header or banner line cannot turn a number point into text.
     pub fn natural_type(&self, field_index: usize) -> ValueType {

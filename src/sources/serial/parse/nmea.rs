@@ -155,6 +155,20 @@ impl Nmea {
         }
     }
 
+    pub fn natural_unit(&self, i: usize) -> Option<&'static str> {
+        match self.wants.get(i)?.field {
+            "latitude" | "longitude" | "course" | "course_magnetic" | "magnetic_variation" => {
+                Some("°")
+            }
+            "altitude" | "geoid_separation" => Some("m"),
+            "speed_knots" => Some("kn"),
+            "speed_kmh" => Some("km/h"),
+            "speed_ms" => Some("m/s"),
+            "timestamp" | "dgps_age" => Some("s"),
+            _ => None,
+        }
+    }
+
     pub fn parse(&self, line: &str) -> Result<Outcome, ParseError> {
         let body = frame(line, self.require_checksum)?;
         let mut parts = body.split(',');
