@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use self::config::{DEFAULT_POLL, SerialBus, SerialDevice};
+use self::config::{DEFAULT_POLL, Encoding, SerialBus, SerialDevice};
 use self::engine::{DeviceRt, Engine, PointRt, PollRt, SerialStats};
 use self::framer::Framer;
 use super::{BuiltSource, CatalogEntry, Kind, Source, SourceContext};
@@ -88,7 +88,8 @@ pub fn build_source(
             );
             continue;
         }
-        let rt = match device_rt(&d.common.name, &dev, d.common.poll) {
+        let encoding = cfg.as_ref().map(|c| c.encoding).unwrap_or_default();
+        let rt = match device_rt(&d.common.name, &dev, d.common.poll, encoding) {
             Ok(rt) => rt,
             Err((k, m)) => {
                 issues.push(ConfigIssue::new(d.path.join_str(&k), m));
@@ -135,6 +136,7 @@ fn device_rt(
     name: &str,
     dev: &SerialDevice,
     poll: Option<Duration>,
+    encoding: Encoding,
 ) -> Result<DeviceRt, (String, String)> {
     let parser = dev.parser()?;
     let matcher = match &dev.line_match {
@@ -168,8 +170,26 @@ fn device_rt(
             offset: p.common.offset,
         })
         .collect();
+    let command = match (&dev.request, encoding) {
+        (None, _) => Bytes::new(),
+        (Some(r), Encoding::Utf8) => Bytes::from(r.command.clone().into_bytes()),
+        // Each character is one byte, so `"\xB0"` in YAML sends the byte 0xB0.
+        (Some(r), Encoding::Latin1) => r
+            .command
+            .chars()
+            .map(|c| {
+                u8::try_from(u32::from(c)).map_err(|_| {
+                    (
+                        "request.command".to_string(),
+                        format!("{c:?} is not a Latin-1 character"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<u8>, _>>()?
+            .into(),
+    };
     let poll = dev.request.as_ref().map(|r| PollRt {
-        command: Bytes::from(r.command.clone().into_bytes()),
+        command: command.clone(),
         every: poll.unwrap_or(DEFAULT_POLL),
         timeout: r.timeout,
         lines: r.lines,
@@ -216,5 +236,51 @@ impl Source for SerialSource {
             port::run(&name, &bus, &mut engine, &ctx).await;
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(yaml: &str) -> Result<SerialSource, String> {
+        let cfg = Config::from_text(std::path::Path::new("t.yaml"), yaml, &|_| None)
+            .map_err(|e| e.to_string())?;
+        let devices: Vec<&DeviceSpec> = cfg.devices.iter().collect();
+        build_source(&cfg.buses[0], &devices)
+            .map(|(s, _)| s)
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    const DEVICE: &str = r#"
+devices:
+  - name: scale
+    bus: s
+    poll: 1s
+    request: { command: "\x02W\xB0\r" }
+    parser: { type: regex, pattern: '(?P<w>\d+)' }
+    points: [{ name: w, field: w }]
+"#;
+
+    #[test]
+    fn request_bytes_follow_the_encoding() {
+        let head = "gateway: { id: t }\nbuses: [{ name: s, type: serial, port: /dev/ttyS0";
+        let utf8 = build(&format!("{head} }}]{DEVICE}")).unwrap();
+        let latin1 = build(&format!("{head}, encoding: latin1 }}]{DEVICE}")).unwrap();
+        let cmd = |s: &SerialSource| {
+            s.engine.devices()[0]
+                .poll
+                .as_ref()
+                .map(|p| p.command.to_vec())
+        };
+        assert_eq!(cmd(&utf8), Some(b"\x02W\xC2\xB0\r".to_vec()));
+        assert_eq!(cmd(&latin1), Some(b"\x02W\xB0\r".to_vec()));
+        let err = build(&format!(
+            "{head}, encoding: latin1 }}]{}",
+            DEVICE.replace("\\xB0", "€")
+        ))
+        .err()
+        .unwrap();
+        assert!(err.contains("not a Latin-1 character"), "{err}");
     }
 }
