@@ -106,6 +106,7 @@ proptest! {
         items in proptest::collection::vec(
             prop_oneof![
                 (0u32..90, 0u32..600_000, 0u32..100_000, 0u32..40).prop_map(|(d, m, alt, sats)| Item::Gga { d, m, alt, sats }),
+                (-400i32..600, 0u32..100).prop_map(|(t, h)| Item::Kv { t, h }),
                 proptest::collection::vec(any::<u8>(), 0..400).prop_map(Item::Noise),
             ],
             0..40,
@@ -127,6 +128,13 @@ proptest! {
                     want.push(f64::from(*alt) / 10.0);
                     want.push(f64::from(*sats));
                 }
+                Item::Kv { t, h } => {
+                    // Arduino style, with `\r\n` line ends and a tab for variety.
+                    let sign = if *t < 0 { "-" } else { "" };
+                    stream.extend(format!("kv:1 T={sign}{}.{}\tH={h}\r\n", t.abs() / 10, t.abs() % 10).bytes());
+                    want.push(f64::from(*t) / 10.0);
+                    want.push(f64::from(*h));
+                }
                 Item::Noise(n) => {
                     // Noise is anything up to a line end (a line end inside would make
                     // its tail a line of its own: that is the next item's business).
@@ -143,7 +151,15 @@ proptest! {
             poll: None,
             online: None,
         };
-        let mut e = Engine::new("b".into(), Framer::new(delim, 128), vec![dev], None, Arc::default());
+        let kv = DeviceRt {
+            name: "kv".into(),
+            parser: Parser::build(&ParserSpec::Kv(KvOptions::default()), &["T", "H"]).unwrap(),
+            matcher: Some(regex::Regex::new("^kv:1 ").unwrap()),
+            points: ["t", "h"].iter().map(|n| PointRt { name: (*n).into(), unit: None, ty: ValueType::Float, scale: None, offset: None }).collect(),
+            poll: None,
+            online: None,
+        };
+        let mut e = Engine::new("b".into(), Framer::new(delim, 128), vec![dev, kv], None, Arc::default());
         let now = Instant::now();
         e.opened(now);
         let mut out = Vec::new();
@@ -170,5 +186,6 @@ proptest! {
 #[derive(Debug, Clone)]
 enum Item {
     Gga { d: u32, m: u32, alt: u32, sats: u32 },
+    Kv { t: i32, h: u32 },
     Noise(Vec<u8>),
 }
