@@ -432,6 +432,16 @@ impl Router {
 
     fn garbage(&mut self, device: Option<usize>, reason: &'static str) {
         bump(self.stats.counter(reason));
+        if device.is_none() && self.warned.insert((usize::MAX, reason)) {
+            let what = match reason {
+                "overlong" => "a line longer than max_line",
+                "invalid_utf8" => {
+                    "a line that is not UTF-8 (wrong baud rate? or set `encoding: latin1`)"
+                }
+                _ => "a cut-off line",
+            };
+            tracing::warn!(bus = %self.bus, "dropped {what}; further ones are only counted");
+        }
         let device = device
             .map(|i| self.devices[i].name.to_string())
             .unwrap_or_default();
