@@ -5,6 +5,7 @@
 pub mod ble;
 pub mod host;
 pub mod modbus;
+pub mod serial;
 pub mod synthetic;
 
 use std::sync::Arc;
@@ -97,7 +98,13 @@ pub struct Kind {
 }
 
 /// The registry of source kinds.
-pub const KINDS: &[Kind] = &[host::KIND, synthetic::KIND, modbus::KIND, ble::KIND];
+pub const KINDS: &[Kind] = &[
+    host::KIND,
+    synthetic::KIND,
+    modbus::KIND,
+    serial::KIND,
+    ble::KIND,
+];
 
 /// All sources of a config and their catalog.
 pub struct Built {
