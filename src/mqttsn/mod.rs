@@ -1,0 +1,2 @@
+//! MQTT-SN 1.2 gateway.
+pub mod codec;
