@@ -1,1 +1,11 @@
+//! edgebus: an edge gateway from field devices (Modbus, serial sensors, BLE, MQTT-SN) to an
+//! MQTT broker, with a durable store-and-forward outbox.
+
+pub mod clock;
+pub mod config;
+pub mod format;
+pub mod message;
 pub mod mqttsn;
+pub mod reading;
+pub mod sources;
+pub mod summary;
