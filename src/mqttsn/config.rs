@@ -32,7 +32,7 @@ pub struct MqttSnConfig {
     pub qos_minus_one: bool,
     pub limits: Limits,
     /// Retransmission of gateway-initiated messages (REGISTER, PUBLISH QoS 1/2).
-    #[serde(with = "humantime_serde_local")]
+    #[serde(with = "crate::config::units::duration")]
     pub retry_interval: Duration,
     pub retry_count: u32,
     /// MQTT-SN frames over a serial line (mqtt-sn-tools serial bridge framing).
@@ -61,7 +61,7 @@ impl Default for MqttSnConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdvertiseConfig {
-    #[serde(with = "humantime_serde_local")]
+    #[serde(with = "crate::config::units::duration")]
     pub interval: Duration,
     /// Where ADVERTISE goes, e.g. `255.255.255.255:1884` or `[ff02::1]:1884`.
     pub address: SocketAddr,
@@ -182,17 +182,6 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Er
         .collect()
 }
 
-/// humantime strings ("10s", "15m") for durations.
-mod humantime_serde_local {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +212,10 @@ serial: { port: /dev/ttyUSB0, baud: 38400 }
         assert_eq!(c.serial.as_ref().unwrap().baud, 38400);
         assert!(!c.qos_minus_one);
         assert!(c.validate().is_empty(), "{:?}", c.validate());
+        // the core hands sections over as JSON trees: integer keys arrive as strings
+        let v: serde_json::Value = serde_saphyr::from_str(y).unwrap();
+        let c2: MqttSnConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(c, c2);
     }
 
     #[test]

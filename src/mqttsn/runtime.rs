@@ -1,0 +1,287 @@
+//! The tokio shell around [`Gateway`]: UDP sockets (IPv4 and IPv6), serial lines, a timer,
+//! the outbox verdicts and broker deliveries. All protocol decisions live in the gateway.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::gateway::{Action, Gateway};
+use super::{Delivery, Downlink, MqttSnConfig, Peer, Uplink};
+use crate::message::{Message, QoS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttSnError {
+    #[error("mqttsn: cannot bind UDP {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("mqttsn: cannot open serial port {port}: {source}")]
+    Serial {
+        port: String,
+        source: tokio_serial::Error,
+    },
+    #[error("mqttsn: invalid configuration: {0}")]
+    Config(String),
+}
+
+/// How often timers are looked at (keep-alive, retransmission, ADVERTISE).
+const TICK: Duration = Duration::from_millis(100);
+
+/// Binds the configured sockets (and serial port) and returns the local UDP addresses,
+/// useful when binding port 0 in tests.
+pub struct Bound {
+    sockets: Vec<Arc<UdpSocket>>,
+    serial: Option<tokio_serial::SerialStream>,
+    cfg: MqttSnConfig,
+}
+
+impl Bound {
+    pub async fn bind(cfg: MqttSnConfig) -> Result<Bound, MqttSnError> {
+        let errs = cfg.validate();
+        if !errs.is_empty() {
+            let text: Vec<String> = errs.iter().map(|(p, m)| format!("{p}: {m}")).collect();
+            return Err(MqttSnError::Config(text.join("; ")));
+        }
+        let mut sockets = Vec::new();
+        for addr in &cfg.bind {
+            let s = UdpSocket::bind(addr)
+                .await
+                .map_err(|source| MqttSnError::Bind { addr: *addr, source })?;
+            if cfg.advertise.is_some() {
+                let _ = s.set_broadcast(true);
+            }
+            sockets.push(Arc::new(s));
+        }
+        let serial = match &cfg.serial {
+            None => None,
+            Some(sc) => {
+                use tokio_serial::SerialPortBuilderExt;
+                let s = tokio_serial::new(&sc.port, sc.baud)
+                    .open_native_async()
+                    .map_err(|source| MqttSnError::Serial {
+                        port: sc.port.clone(),
+                        source,
+                    })?;
+                Some(s)
+            }
+        };
+        Ok(Bound {
+            sockets,
+            serial,
+            cfg,
+        })
+    }
+
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    pub async fn run(
+        self,
+        uplink: Arc<dyn Uplink>,
+        downlink: Arc<dyn Downlink>,
+        deliveries: mpsc::Receiver<Delivery>,
+        shutdown: CancellationToken,
+    ) {
+        let mut serial_links = Vec::new();
+        if let Some(s) = self.serial {
+            serial_links.push(s);
+        }
+        serve(
+            self.cfg,
+            self.sockets,
+            serial_links,
+            uplink,
+            downlink,
+            deliveries,
+            shutdown,
+        )
+        .await
+    }
+}
+
+/// Binds and serves until `shutdown` is cancelled.
+pub async fn run(
+    cfg: MqttSnConfig,
+    uplink: Arc<dyn Uplink>,
+    downlink: Arc<dyn Downlink>,
+    deliveries: mpsc::Receiver<Delivery>,
+    shutdown: CancellationToken,
+) -> Result<(), MqttSnError> {
+    let b = Bound::bind(cfg).await?;
+    for a in b.local_addrs() {
+        tracing::info!(addr = %a, "mqttsn: listening");
+    }
+    b.run(uplink, downlink, deliveries, shutdown).await;
+    Ok(())
+}
+
+/// The event loop over any number of sockets and serial-like streams.
+pub async fn serve<S>(
+    cfg: MqttSnConfig,
+    sockets: Vec<Arc<UdpSocket>>,
+    serial: Vec<S>,
+    uplink: Arc<dyn Uplink>,
+    downlink: Arc<dyn Downlink>,
+    mut deliveries: mpsc::Receiver<Delivery>,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let max = cfg.limits.max_packet_size;
+    let advertise_to = cfg.advertise.as_ref().map(|a| a.address);
+    let (in_tx, mut in_rx) = mpsc::channel::<(Peer, Vec<u8>)>(1024);
+    let mut tasks = tokio::task::JoinSet::new();
+    for s in &sockets {
+        let (s, tx, stop) = (s.clone(), in_tx.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            // One byte more than allowed, so an oversized datagram is seen as such.
+            let mut buf = vec![0u8; max + 1];
+            loop {
+                let r = tokio::select! {
+                    r = s.recv_from(&mut buf) => r,
+                    _ = stop.cancelled() => return,
+                };
+                match r {
+                    Ok((n, from)) => {
+                        if tx.send((Peer::Udp(from), buf[..n].to_vec())).await.is_err() {
+                            return;
+                        }
+                    }
+                    // ICMP port unreachable from an earlier send shows up here on Linux.
+                    Err(e) => tracing::debug!(error = %e, "mqttsn: UDP receive error"),
+                }
+            }
+        });
+    }
+    let mut serial_tx = HashMap::new();
+    for (i, stream) in serial.into_iter().enumerate() {
+        let idx = u16::try_from(i).unwrap_or(u16::MAX);
+        let (tx, rx) = mpsc::channel(256);
+        serial_tx.insert(idx, tx);
+        let (in_tx, stop) = (in_tx.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                r = super::serial::run_link(stream, idx, max, in_tx, rx) => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, line = idx, "mqttsn: serial link failed");
+                    }
+                }
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+    drop(in_tx);
+
+    let mut gw = Gateway::new(cfg, Instant::now());
+    let mut pending = FuturesUnordered::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut deliveries_open = true;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some((peer, bytes)) = in_rx.recv() => {
+                gw.handle_datagram(Instant::now(), peer, &bytes);
+                // Take what is already queued before acting, to batch under load.
+                while let Ok((peer, bytes)) = in_rx.try_recv() {
+                    gw.handle_datagram(Instant::now(), peer, &bytes);
+                    if pending.len() > 4096 { break; }
+                }
+            }
+            Some((ticket, result)) = pending.next(), if !pending.is_empty() => {
+                gw.uplink_result(ticket, result);
+            }
+            d = deliveries.recv(), if deliveries_open => match d {
+                Some(d) => gw.deliver(Instant::now(), &d.topic, d.payload, d.qos.as_u8(), d.retain),
+                None => deliveries_open = false,
+            },
+            _ = tick.tick() => gw.handle_tick(Instant::now()),
+        }
+        while let Some(a) = gw.poll_action() {
+            match a {
+                Action::Send { to, bytes } => send(&sockets, &serial_tx, to, &bytes).await,
+                Action::Broadcast { bytes } => {
+                    if let Some(to) = advertise_to {
+                        send(&sockets, &serial_tx, Peer::Udp(to), &bytes).await;
+                    }
+                    for tx in serial_tx.values() {
+                        let _ = tx.try_send(bytes.clone());
+                    }
+                }
+                Action::Publish { ticket, topic, payload, qos, retain } => {
+                    let qos = QoS::from_u8(qos).unwrap_or(QoS::AtMostOnce);
+                    let fut = uplink.publish(Message::new(topic, payload, qos, retain));
+                    match ticket {
+                        Some(t) => pending.push(async move { (t, fut.await) }),
+                        None => {
+                            // Nobody waits for QoS 0 / wills, but the outbox still has them.
+                            tokio::spawn(async move {
+                                if let Err(e) = fut.await {
+                                    super::gateway::count_drop("outbox_rejected_qos0");
+                                    tracing::warn!(error = %e, "mqttsn: outbox refused a QoS 0 publish");
+                                }
+                            });
+                        }
+                    }
+                }
+                Action::Subscribe { filter, qos } => {
+                    downlink.subscribe(&filter, QoS::from_u8(qos).unwrap_or(QoS::AtMostOnce));
+                }
+                Action::Unsubscribe { filter } => downlink.unsubscribe(&filter),
+            }
+        }
+    }
+    tasks.abort_all();
+}
+
+async fn send(
+    sockets: &[Arc<UdpSocket>],
+    serial: &HashMap<u16, mpsc::Sender<Vec<u8>>>,
+    to: Peer,
+    bytes: &[u8],
+) {
+    match to {
+        Peer::Udp(addr) => {
+            // Prefer a socket of the peer's family; a dual-stack [::] socket takes both.
+            let pick = sockets
+                .iter()
+                .find(|s| s.local_addr().is_ok_and(|l| l.is_ipv4() == addr.is_ipv4()))
+                .or_else(|| sockets.first());
+            let Some(s) = pick else { return };
+            let target = match (addr, s.local_addr()) {
+                (SocketAddr::V4(v4), Ok(SocketAddr::V6(_))) => {
+                    SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+                }
+                _ => addr,
+            };
+            if let Err(e) = s.try_send_to(bytes, target) {
+                if e.kind() == std::io::ErrorKind::WouldBlock {
+                    let _ = s.send_to(bytes, target).await;
+                } else {
+                    super::gateway::count_drop("udp_send_error");
+                    tracing::debug!(peer = %addr, error = %e, "mqttsn: UDP send failed");
+                }
+            }
+        }
+        Peer::Serial(i) => {
+            if let Some(tx) = serial.get(&i)
+                && tx.try_send(bytes.to_vec()).is_err()
+            {
+                super::gateway::count_drop("serial_backlog");
+            }
+        }
+    }
+}
