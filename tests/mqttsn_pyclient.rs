@@ -116,7 +116,10 @@ while time.time() < end:
         .expect("python client did not subscribe")
         .unwrap();
     assert_eq!(first.as_deref(), Some("SUBSCRIBED"));
-    assert_eq!(h.downlink.log.lock().unwrap().as_slice(), ["sub sn/cmd/+/set 1"]);
+    assert_eq!(
+        h.downlink.log.lock().unwrap().as_slice(),
+        ["sub sn/cmd/+/set 1"]
+    );
     // This client never acknowledges a QoS 1 PUBLISH (it compares the decoded QoS with the
     // flag bits), so the broker messages come at QoS 0 here; our own client covers QoS 1/2.
     for (dev, qos) in [("pump", QoS::AtMostOnce), ("fan", QoS::AtMostOnce)] {
@@ -144,7 +147,10 @@ while time.time() < end:
             }
         }
     }
-    assert_eq!(got, ["GOT cmd/pump/set on-pump 0", "GOT cmd/fan/set on-fan 0"]);
+    assert_eq!(
+        got,
+        ["GOT cmd/pump/set on-pump 0", "GOT cmd/fan/set on-fan 0"]
+    );
     let _ = child.kill().await;
 }
 

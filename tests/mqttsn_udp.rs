@@ -41,12 +41,21 @@ async fn publish_every_qos_through_the_outbox() {
     c.send(p).await;
     let p = c.publish_packet(Qos::One, id, b"q1");
     match c.request(p).await {
-        Packet::PubAck { rc: ReturnCode::Accepted, topic_id, .. } => assert_eq!(topic_id, id),
+        Packet::PubAck {
+            rc: ReturnCode::Accepted,
+            topic_id,
+            ..
+        } => assert_eq!(topic_id, id),
         other => panic!("{other:?}"),
     }
     let p = c.publish_packet(Qos::Two, id, b"q2");
-    let Packet::PubRec { msg_id } = c.request(p).await else { panic!() };
-    assert_eq!(c.request(Packet::PubRel { msg_id }).await, Packet::PubComp { msg_id });
+    let Packet::PubRec { msg_id } = c.request(p).await else {
+        panic!()
+    };
+    assert_eq!(
+        c.request(Packet::PubRel { msg_id }).await,
+        Packet::PubComp { msg_id }
+    );
     let got = h.uplink.topics();
     assert_eq!(
         got,
@@ -60,7 +69,13 @@ async fn publish_every_qos_through_the_outbox() {
     // outbox full: the client hears "congestion"
     h.uplink.congested.store(true, Ordering::SeqCst);
     let p = c.publish_packet(Qos::One, id, b"lost?");
-    assert!(matches!(c.request(p).await, Packet::PubAck { rc: ReturnCode::Congestion, .. }));
+    assert!(matches!(
+        c.request(p).await,
+        Packet::PubAck {
+            rc: ReturnCode::Congestion,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -76,7 +91,13 @@ async fn subscribe_and_receive_with_wildcards() {
             topic: TopicRef::Name("cmd/+/set".into()),
         })
         .await;
-    assert!(matches!(r, Packet::SubAck { rc: ReturnCode::Accepted, .. }));
+    assert!(matches!(
+        r,
+        Packet::SubAck {
+            rc: ReturnCode::Accepted,
+            ..
+        }
+    ));
     eventually("upstream subscribe", || {
         h.downlink.log.lock().unwrap().as_slice() == ["sub sn/cmd/+/set 1"]
     })
@@ -90,13 +111,38 @@ async fn subscribe_and_receive_with_wildcards() {
         })
         .await
         .unwrap();
-    let Packet::Register { topic_id, msg_id, topic } = c.recv().await else { panic!() };
+    let Packet::Register {
+        topic_id,
+        msg_id,
+        topic,
+    } = c.recv().await
+    else {
+        panic!()
+    };
     assert_eq!(topic, "cmd/valve/set");
-    c.send(Packet::RegAck { topic_id, msg_id, rc: ReturnCode::Accepted }).await;
+    c.send(Packet::RegAck {
+        topic_id,
+        msg_id,
+        rc: ReturnCode::Accepted,
+    })
+    .await;
     match c.recv().await {
-        Packet::Publish { flags, topic_id: t, msg_id, data } => {
-            assert_eq!((flags.qos, t, data.as_slice()), (Qos::One, topic_id, &b"open"[..]));
-            c.send(Packet::PubAck { topic_id, msg_id, rc: ReturnCode::Accepted }).await;
+        Packet::Publish {
+            flags,
+            topic_id: t,
+            msg_id,
+            data,
+        } => {
+            assert_eq!(
+                (flags.qos, t, data.as_slice()),
+                (Qos::One, topic_id, &b"open"[..])
+            );
+            c.send(Packet::PubAck {
+                topic_id,
+                msg_id,
+                rc: ReturnCode::Accepted,
+            })
+            .await;
         }
         other => panic!("{other:?}"),
     }
@@ -120,7 +166,13 @@ async fn sleeping_client_gets_messages_when_it_wakes() {
             topic: TopicRef::Short(*b"ab"),
         })
         .await;
-    assert!(matches!(r, Packet::SubAck { rc: ReturnCode::Accepted, .. }));
+    assert!(matches!(
+        r,
+        Packet::SubAck {
+            rc: ReturnCode::Accepted,
+            ..
+        }
+    ));
     assert_eq!(
         c.request(Packet::Disconnect { duration: Some(60) }).await,
         Packet::Disconnect { duration: None }
@@ -136,8 +188,14 @@ async fn sleeping_client_gets_messages_when_it_wakes() {
             .await
             .unwrap();
     }
-    assert!(c.try_recv(Duration::from_millis(300)).await.is_none(), "held while asleep");
-    c.send(Packet::PingReq { client_id: Some("sleepy".into()) }).await;
+    assert!(
+        c.try_recv(Duration::from_millis(300)).await.is_none(),
+        "held while asleep"
+    );
+    c.send(Packet::PingReq {
+        client_id: Some("sleepy".into()),
+    })
+    .await;
     for i in 0..3u8 {
         match c.recv().await {
             Packet::Publish { data, flags, .. } => {
@@ -158,7 +216,13 @@ async fn forwarder_encapsulated_nodes() {
     a.connect("zigbee-1", 30).await;
     let id = a.register("radio/a").await;
     let p = a.publish_packet(Qos::One, id, b"x");
-    assert!(matches!(a.request(p).await, Packet::PubAck { rc: ReturnCode::Accepted, .. }));
+    assert!(matches!(
+        a.request(p).await,
+        Packet::PubAck {
+            rc: ReturnCode::Accepted,
+            ..
+        }
+    ));
     // the same forwarder socket, another node: another session
     let b = Client {
         sock: a.sock,
@@ -182,7 +246,10 @@ async fn ipv6_socket() {
     assert!(h.addr.is_ipv6());
     let c = Client::new(h.addr).await;
     c.connect("v6", 30).await;
-    assert_eq!(c.request(Packet::PingReq { client_id: None }).await, Packet::PingResp);
+    assert_eq!(
+        c.request(Packet::PingReq { client_id: None }).await,
+        Packet::PingResp
+    );
 }
 
 #[tokio::test]
@@ -205,7 +272,13 @@ async fn hostile_datagrams_do_not_disturb_a_client() {
     }
     assert!(bad.try_recv(Duration::from_millis(200)).await.is_none());
     let p = good.publish_packet(Qos::One, id, b"ok");
-    assert!(matches!(good.request(p).await, Packet::PubAck { rc: ReturnCode::Accepted, .. }));
+    assert!(matches!(
+        good.request(p).await,
+        Packet::PubAck {
+            rc: ReturnCode::Accepted,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -213,7 +286,11 @@ async fn keep_alive_expiry_publishes_the_will() {
     let h = start(|_| {}).await;
     let c = Client::new(h.addr).await;
     c.send(Packet::Connect {
-        flags: Flags { will: true, clean_session: true, ..Flags::default() },
+        flags: Flags {
+            will: true,
+            clean_session: true,
+            ..Flags::default()
+        },
         protocol_id: 1,
         duration: 1,
         client_id: "mortal".into(),
@@ -230,8 +307,13 @@ async fn keep_alive_expiry_publishes_the_will() {
     .await;
     assert_eq!(c.recv().await, Packet::WillMsgReq);
     assert_eq!(
-        c.request(Packet::WillMsg { msg: b"offline".to_vec() }).await,
-        Packet::ConnAck { rc: ReturnCode::Accepted }
+        c.request(Packet::WillMsg {
+            msg: b"offline".to_vec()
+        })
+        .await,
+        Packet::ConnAck {
+            rc: ReturnCode::Accepted
+        }
     );
     // silence: after 1.5 s the will is published
     eventually("will published", || {

@@ -147,17 +147,26 @@ impl MqttSnConfig {
         }
         for (id, name) in &self.predefined_topics {
             if *id == 0 || *id == 0xFFFF {
-                errs.push((format!("predefined_topics.{id}"), "ids 0 and 65535 are reserved".into()));
+                errs.push((
+                    format!("predefined_topics.{id}"),
+                    "ids 0 and 65535 are reserved".into(),
+                ));
             }
             if !super::topics::valid_name(name) {
-                errs.push((format!("predefined_topics.{id}"), format!("invalid topic name {name:?}")));
+                errs.push((
+                    format!("predefined_topics.{id}"),
+                    format!("invalid topic name {name:?}"),
+                ));
             }
         }
         if self.topic_prefix.contains(['+', '#']) {
             errs.push(("topic_prefix".into(), "must not contain wildcards".into()));
         }
         if self.retry_count == 0 || self.retry_interval.is_zero() {
-            errs.push(("retry_interval".into(), "retries need a count and an interval".into()));
+            errs.push((
+                "retry_interval".into(),
+                "retries need a count and an interval".into(),
+            ));
         }
         errs
     }
@@ -205,7 +214,10 @@ serial: { port: /dev/ttyUSB0, baud: 38400 }
         let c: MqttSnConfig = serde_saphyr::from_str(y).unwrap();
         assert_eq!(c.bind.len(), 2);
         assert_eq!(c.gateway_id, 7);
-        assert_eq!(c.advertise.as_ref().unwrap().interval, Duration::from_secs(900));
+        assert_eq!(
+            c.advertise.as_ref().unwrap().interval,
+            Duration::from_secs(900)
+        );
         assert_eq!(c.predefined_topics[&2], "sensors/hum");
         assert_eq!(c.limits.max_clients, 10);
         assert_eq!(c.limits.max_inflight, Limits::default().max_inflight);
@@ -228,7 +240,8 @@ serial: { port: /dev/ttyUSB0, baud: 38400 }
         assert!(serde_saphyr::from_str::<MqttSnConfig>("bnd: x").is_err());
         assert!(serde_saphyr::from_str::<MqttSnConfig>("bind: nonsense").is_err());
         let c: MqttSnConfig =
-            serde_saphyr::from_str("predefined_topics: {0: \"a/+\"}\nlimits: {max_clients: 0}").unwrap();
+            serde_saphyr::from_str("predefined_topics: {0: \"a/+\"}\nlimits: {max_clients: 0}")
+                .unwrap();
         let errs = c.validate();
         assert_eq!(errs.len(), 3, "{errs:?}");
     }

@@ -54,7 +54,10 @@ impl Bound {
         for addr in &cfg.bind {
             let s = UdpSocket::bind(addr)
                 .await
-                .map_err(|source| MqttSnError::Bind { addr: *addr, source })?;
+                .map_err(|source| MqttSnError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
             if cfg.advertise.is_some() {
                 let _ = s.set_broadcast(true);
             }
@@ -221,7 +224,13 @@ pub async fn serve<S>(
                         let _ = tx.try_send(bytes.clone());
                     }
                 }
-                Action::Publish { ticket, topic, payload, qos, retain } => {
+                Action::Publish {
+                    ticket,
+                    topic,
+                    payload,
+                    qos,
+                    retain,
+                } => {
                     let qos = QoS::from_u8(qos).unwrap_or(QoS::AtMostOnce);
                     let fut = uplink.publish(Message::new(topic, payload, qos, retain));
                     match ticket {

@@ -58,9 +58,13 @@ pub enum State {
     WaitWillMsg,
     Active,
     /// Sleeping until the deadline (1.5 x the announced duration); messages are held.
-    Asleep { until: Instant },
+    Asleep {
+        until: Instant,
+    },
     /// Woke with PINGREQ: held messages are flushed, then PINGRESP, then asleep again.
-    Awake { until: Instant },
+    Awake {
+        until: Instant,
+    },
     /// Persistent (clean session off) client gone: subscriptions kept, messages held.
     Disconnected,
 }
@@ -286,9 +290,15 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Session::new("c".into(), t0);
         s.keep_alive = Duration::from_secs(10);
-        assert_eq!(s.expiry(Duration::from_secs(5)), Some(t0 + Duration::from_secs(15)));
+        assert_eq!(
+            s.expiry(Duration::from_secs(5)),
+            Some(t0 + Duration::from_secs(15))
+        );
         s.state = State::WaitWillTopic;
-        assert_eq!(s.expiry(Duration::from_secs(5)), Some(t0 + Duration::from_secs(5)));
+        assert_eq!(
+            s.expiry(Duration::from_secs(5)),
+            Some(t0 + Duration::from_secs(5))
+        );
         s.state = State::Disconnected;
         assert_eq!(s.expiry(Duration::from_secs(5)), None);
         s.state = State::Active;

@@ -64,7 +64,10 @@ pub struct MemDownlink {
 
 impl Downlink for MemDownlink {
     fn subscribe(&self, filter: &str, qos: QoS) {
-        self.log.lock().unwrap().push(format!("sub {filter} {}", qos.as_u8()));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("sub {filter} {}", qos.as_u8()));
     }
     fn unsubscribe(&self, filter: &str) {
         self.log.lock().unwrap().push(format!("unsub {filter}"));
@@ -129,7 +132,11 @@ pub struct Client {
 
 impl Client {
     pub async fn new(gw: SocketAddr) -> Client {
-        let bind = if gw.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+        let bind = if gw.is_ipv4() {
+            "127.0.0.1:0"
+        } else {
+            "[::1]:0"
+        };
         Client {
             sock: UdpSocket::bind(bind).await.unwrap(),
             gw,
@@ -140,7 +147,10 @@ impl Client {
 
     pub async fn send(&self, p: Packet) {
         let d = Datagram {
-            encap: self.node.clone().map(|node_id| Encapsulation { ctrl: 0, node_id }),
+            encap: self
+                .node
+                .clone()
+                .map(|node_id| Encapsulation { ctrl: 0, node_id }),
             packet: p,
         };
         let mut b = Vec::new();
@@ -156,9 +166,16 @@ impl Client {
 
     pub async fn try_recv(&self, t: Duration) -> Option<Packet> {
         let mut buf = [0u8; 2048];
-        let (n, _) = tokio::time::timeout(t, self.sock.recv_from(&mut buf)).await.ok()?.ok()?;
+        let (n, _) = tokio::time::timeout(t, self.sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
         let d = codec::decode(&buf[..n]).unwrap();
-        assert_eq!(d.encap.map(|e| e.node_id), self.node, "forwarder header echoed");
+        assert_eq!(
+            d.encap.map(|e| e.node_id),
+            self.node,
+            "forwarder header echoed"
+        );
         Some(d.packet)
     }
 
@@ -179,7 +196,12 @@ impl Client {
                 client_id: id.into(),
             })
             .await;
-        assert_eq!(r, Packet::ConnAck { rc: ReturnCode::Accepted });
+        assert_eq!(
+            r,
+            Packet::ConnAck {
+                rc: ReturnCode::Accepted
+            }
+        );
     }
 
     pub async fn register(&mut self, topic: &str) -> u16 {

@@ -281,4 +281,3 @@ fn decode_body(t: u8, b: &[u8]) -> Result<Packet, CodecError> {
     };
     Ok(p)
 }
-

@@ -1,6 +1,8 @@
 //! Packets -> bytes.
 
-use super::{CodecError, Datagram, ENCAPSULATED, Flags, MAX_LEN, Packet, TopicIdType, TopicRef, WillTopic};
+use super::{
+    CodecError, Datagram, ENCAPSULATED, Flags, MAX_LEN, Packet, TopicIdType, TopicRef, WillTopic,
+};
 
 /// Encodes a datagram (forwarder header included when present) into `out`.
 pub fn encode(d: &Datagram, out: &mut Vec<u8>) -> Result<(), CodecError> {
@@ -83,9 +85,9 @@ pub fn encode_packet(p: &Packet, out: &mut Vec<u8>) -> Result<(), CodecError> {
             b.extend_from_slice(&duration.to_be_bytes());
             b.extend_from_slice(client_id.as_bytes());
         }
-        Packet::ConnAck { rc }
-        | Packet::WillTopicResp { rc }
-        | Packet::WillMsgResp { rc } => b.push(rc.to_byte()),
+        Packet::ConnAck { rc } | Packet::WillTopicResp { rc } | Packet::WillMsgResp { rc } => {
+            b.push(rc.to_byte())
+        }
         Packet::WillTopicReq | Packet::WillMsgReq | Packet::PingResp => {}
         Packet::WillTopic { will } | Packet::WillTopicUpd { will } => will_body(will, &mut b),
         Packet::WillMsg { msg } | Packet::WillMsgUpd { msg } => b.extend_from_slice(msg),

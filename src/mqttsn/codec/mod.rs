@@ -206,34 +206,103 @@ pub struct WillTopic {
 /// One MQTT-SN 1.2 message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
-    Advertise { gw_id: u8, duration: u16 },
-    SearchGw { radius: u8 },
-    GwInfo { gw_id: u8, gw_addr: Vec<u8> },
-    Connect { flags: Flags, protocol_id: u8, duration: u16, client_id: String },
-    ConnAck { rc: ReturnCode },
+    Advertise {
+        gw_id: u8,
+        duration: u16,
+    },
+    SearchGw {
+        radius: u8,
+    },
+    GwInfo {
+        gw_id: u8,
+        gw_addr: Vec<u8>,
+    },
+    Connect {
+        flags: Flags,
+        protocol_id: u8,
+        duration: u16,
+        client_id: String,
+    },
+    ConnAck {
+        rc: ReturnCode,
+    },
     WillTopicReq,
     /// `None` is the empty WILLTOPIC (no will / delete will).
-    WillTopic { will: Option<WillTopic> },
+    WillTopic {
+        will: Option<WillTopic>,
+    },
     WillMsgReq,
-    WillMsg { msg: Vec<u8> },
-    Register { topic_id: u16, msg_id: u16, topic: String },
-    RegAck { topic_id: u16, msg_id: u16, rc: ReturnCode },
-    Publish { flags: Flags, topic_id: u16, msg_id: u16, data: Vec<u8> },
-    PubAck { topic_id: u16, msg_id: u16, rc: ReturnCode },
-    PubComp { msg_id: u16 },
-    PubRec { msg_id: u16 },
-    PubRel { msg_id: u16 },
-    Subscribe { dup: bool, qos: Qos, msg_id: u16, topic: TopicRef },
-    SubAck { qos: Qos, topic_id: u16, msg_id: u16, rc: ReturnCode },
-    Unsubscribe { msg_id: u16, topic: TopicRef },
-    UnsubAck { msg_id: u16 },
-    PingReq { client_id: Option<String> },
+    WillMsg {
+        msg: Vec<u8>,
+    },
+    Register {
+        topic_id: u16,
+        msg_id: u16,
+        topic: String,
+    },
+    RegAck {
+        topic_id: u16,
+        msg_id: u16,
+        rc: ReturnCode,
+    },
+    Publish {
+        flags: Flags,
+        topic_id: u16,
+        msg_id: u16,
+        data: Vec<u8>,
+    },
+    PubAck {
+        topic_id: u16,
+        msg_id: u16,
+        rc: ReturnCode,
+    },
+    PubComp {
+        msg_id: u16,
+    },
+    PubRec {
+        msg_id: u16,
+    },
+    PubRel {
+        msg_id: u16,
+    },
+    Subscribe {
+        dup: bool,
+        qos: Qos,
+        msg_id: u16,
+        topic: TopicRef,
+    },
+    SubAck {
+        qos: Qos,
+        topic_id: u16,
+        msg_id: u16,
+        rc: ReturnCode,
+    },
+    Unsubscribe {
+        msg_id: u16,
+        topic: TopicRef,
+    },
+    UnsubAck {
+        msg_id: u16,
+    },
+    PingReq {
+        client_id: Option<String>,
+    },
     PingResp,
-    Disconnect { duration: Option<u16> },
-    WillTopicUpd { will: Option<WillTopic> },
-    WillTopicResp { rc: ReturnCode },
-    WillMsgUpd { msg: Vec<u8> },
-    WillMsgResp { rc: ReturnCode },
+    Disconnect {
+        duration: Option<u16>,
+    },
+    WillTopicUpd {
+        will: Option<WillTopic>,
+    },
+    WillTopicResp {
+        rc: ReturnCode,
+    },
+    WillMsgUpd {
+        msg: Vec<u8>,
+    },
+    WillMsgResp {
+        rc: ReturnCode,
+    },
 }
 
 impl Packet {

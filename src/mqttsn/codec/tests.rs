@@ -19,7 +19,10 @@ fn connect_known_bytes() {
             client_id,
         } => {
             assert!(flags.will && flags.clean_session);
-            assert_eq!((*protocol_id, *duration, client_id.as_str()), (1, 1800, "test"));
+            assert_eq!(
+                (*protocol_id, *duration, client_id.as_str()),
+                (1, 1800, "test")
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -69,7 +72,10 @@ fn too_long_is_an_error() {
 #[test]
 fn lying_lengths() {
     // declares 10, has 4
-    assert_eq!(decode_packet(&[10, 0x18, 0, 5]), Err(CodecError::Truncated(4)));
+    assert_eq!(
+        decode_packet(&[10, 0x18, 0, 5]),
+        Err(CodecError::Truncated(4))
+    );
     // declares 2, has 4 (trailing garbage)
     assert_eq!(
         decode_packet(&[2, 0x17, 0, 0]),
@@ -79,8 +85,14 @@ fn lying_lengths() {
         })
     );
     assert_eq!(decode_packet(&[0, 0x17]), Err(CodecError::BadLength(0)));
-    assert_eq!(decode_packet(&[1, 0, 3, 0x17]), Err(CodecError::BadLength(3)));
-    assert_eq!(decode_packet(&[1, 0xff, 0xff, 0x17]), Err(CodecError::Truncated(4)));
+    assert_eq!(
+        decode_packet(&[1, 0, 3, 0x17]),
+        Err(CodecError::BadLength(3))
+    );
+    assert_eq!(
+        decode_packet(&[1, 0xff, 0xff, 0x17]),
+        Err(CodecError::Truncated(4))
+    );
     assert_eq!(decode_packet(&[1, 0]), Err(CodecError::Truncated(2)));
     assert_eq!(decode_packet(&[]), Err(CodecError::Truncated(0)));
 }
@@ -90,7 +102,10 @@ fn truncated_bodies() {
     // PUBLISH needs flags + topic id + msg id
     assert!(matches!(
         decode_packet(&[5, 0x0C, 0, 0, 1]),
-        Err(CodecError::BadBody { kind: "publish", .. })
+        Err(CodecError::BadBody {
+            kind: "publish",
+            ..
+        })
     ));
     assert!(matches!(
         decode_packet(&[4, 0x0B, 0, 1]),
@@ -98,17 +113,26 @@ fn truncated_bodies() {
     ));
     assert!(matches!(
         decode_packet(&[3, 0x18, 1]),
-        Err(CodecError::BadBody { kind: "disconnect", .. })
+        Err(CodecError::BadBody {
+            kind: "disconnect",
+            ..
+        })
     ));
     // SUBSCRIBE predefined with a 3-byte id
     assert!(matches!(
         decode_packet(&[8, 0x12, 0x01, 0, 1, 0, 1, 2]),
-        Err(CodecError::BadBody { kind: "subscribe", .. })
+        Err(CodecError::BadBody {
+            kind: "subscribe",
+            ..
+        })
     ));
     // CONNECT without its fixed part
     assert!(matches!(
         decode_packet(&[4, 0x04, 0, 1]),
-        Err(CodecError::BadBody { kind: "connect", .. })
+        Err(CodecError::BadBody {
+            kind: "connect",
+            ..
+        })
     ));
 }
 
@@ -145,17 +169,29 @@ fn encapsulation() {
         Err(CodecError::NestedEncapsulation)
     );
     // inner message with a lying length
-    assert_eq!(decode(&[3, 0xFE, 0, 9, 0x17]), Err(CodecError::Truncated(2)));
+    assert_eq!(
+        decode(&[3, 0xFE, 0, 9, 0x17]),
+        Err(CodecError::Truncated(2))
+    );
     // 0xFE as a plain message type is rejected (it only exists as a header)
-    assert_eq!(decode_packet(&[3, 0xFE, 0]), Err(CodecError::NestedEncapsulation));
+    assert_eq!(
+        decode_packet(&[3, 0xFE, 0]),
+        Err(CodecError::NestedEncapsulation)
+    );
     // three-byte length whose high byte is 0xFE is a long message, not an encapsulation
-    assert!(matches!(decode(&[1, 0xFE, 0, 0x17]), Err(CodecError::Truncated(4))));
+    assert!(matches!(
+        decode(&[1, 0xFE, 0, 0x17]),
+        Err(CodecError::Truncated(4))
+    ));
 }
 
 #[test]
 fn empty_will_topic_and_optional_fields() {
     rt(Packet::WillTopic { will: None });
-    assert_eq!(encode_to_vec(&Packet::WillTopic { will: None }).unwrap(), [2, 7]);
+    assert_eq!(
+        encode_to_vec(&Packet::WillTopic { will: None }).unwrap(),
+        [2, 7]
+    );
     rt(Packet::Disconnect { duration: None });
     rt(Packet::Disconnect {
         duration: Some(600),
@@ -211,14 +247,16 @@ fn flags() -> impl Strategy<Value = Flags> {
             Just(TopicIdType::Short)
         ],
     )
-        .prop_map(|(dup, qos, retain, will, clean_session, topic_id_type)| Flags {
-            dup,
-            qos,
-            retain,
-            will,
-            clean_session,
-            topic_id_type,
-        })
+        .prop_map(
+            |(dup, qos, retain, will, clean_session, topic_id_type)| Flags {
+                dup,
+                qos,
+                retain,
+                will,
+                clean_session,
+                topic_id_type,
+            },
+        )
 }
 
 fn name() -> impl Strategy<Value = String> {
@@ -234,9 +272,13 @@ fn topic_ref() -> impl Strategy<Value = TopicRef> {
 }
 
 fn will() -> impl Strategy<Value = Option<WillTopic>> {
-    proptest::option::of((qos(), any::<bool>(), name()).prop_map(|(qos, retain, topic)| {
-        WillTopic { qos, retain, topic }
-    }))
+    proptest::option::of(
+        (qos(), any::<bool>(), name()).prop_map(|(qos, retain, topic)| WillTopic {
+            qos,
+            retain,
+            topic,
+        }),
+    )
 }
 
 fn data() -> impl Strategy<Value = Vec<u8>> {

@@ -33,7 +33,7 @@ impl Gateway {
             return refuse(self, ReturnCode::NotSupported, "bad_connect");
         }
         if let Some(allow) = &self.cfg.allow_clients
-            && !allow.iter().any(|a| *a == client_id)
+            && !allow.contains(&client_id)
         {
             return refuse(self, ReturnCode::NotSupported, "not_allowed");
         }
@@ -57,7 +57,10 @@ impl Gateway {
             }
             None => None,
         };
-        if previous.is_none() && self.sessions.len() >= self.cfg.limits.max_clients && !self.evict_one() {
+        if previous.is_none()
+            && self.sessions.len() >= self.cfg.limits.max_clients
+            && !self.evict_one()
+        {
             return refuse(self, ReturnCode::Congestion, "too_many_clients");
         }
         let mut s = match previous {
@@ -95,7 +98,12 @@ impl Gateway {
             self.send(&addr, &Packet::WillTopicReq);
         } else {
             tracing::info!(client = %id, addr = %addr, "mqttsn: client connected");
-            self.send(&addr, &Packet::ConnAck { rc: ReturnCode::Accepted });
+            self.send(
+                &addr,
+                &Packet::ConnAck {
+                    rc: ReturnCode::Accepted,
+                },
+            );
             self.pump(now, &addr);
         }
     }
@@ -140,7 +148,9 @@ impl Gateway {
     }
 
     pub(super) fn on_will_topic(&mut self, now: Instant, addr: &Addr, will: Option<WillTopic>) {
-        let Some(s) = self.sessions.get_mut(addr) else { return };
+        let Some(s) = self.sessions.get_mut(addr) else {
+            return;
+        };
         if s.state != State::WaitWillTopic {
             count_drop("unexpected_type");
             return;
@@ -149,13 +159,23 @@ impl Gateway {
             None => {
                 s.will = None;
                 s.state = State::Active;
-                self.send(addr, &Packet::ConnAck { rc: ReturnCode::Accepted });
+                self.send(
+                    addr,
+                    &Packet::ConnAck {
+                        rc: ReturnCode::Accepted,
+                    },
+                );
                 self.pump(now, addr);
             }
             Some(w) => {
                 if !topics::valid_name(&w.topic) || !s.allows(&w.topic) {
                     count_drop("will_topic_refused");
-                    self.send(addr, &Packet::ConnAck { rc: ReturnCode::NotSupported });
+                    self.send(
+                        addr,
+                        &Packet::ConnAck {
+                            rc: ReturnCode::NotSupported,
+                        },
+                    );
                     self.remove_session(addr);
                     return;
                 }
@@ -167,7 +187,9 @@ impl Gateway {
     }
 
     pub(super) fn on_will_msg(&mut self, now: Instant, addr: &Addr, msg: Vec<u8>) {
-        let Some(s) = self.sessions.get_mut(addr) else { return };
+        let Some(s) = self.sessions.get_mut(addr) else {
+            return;
+        };
         if s.state != State::WaitWillMsg {
             count_drop("unexpected_type");
             return;
@@ -182,12 +204,19 @@ impl Gateway {
         }
         s.state = State::Active;
         tracing::info!(client = %s.client_id, addr = %addr, "mqttsn: client connected with will");
-        self.send(addr, &Packet::ConnAck { rc: ReturnCode::Accepted });
+        self.send(
+            addr,
+            &Packet::ConnAck {
+                rc: ReturnCode::Accepted,
+            },
+        );
         self.pump(now, addr);
     }
 
     pub(super) fn on_will_topic_upd(&mut self, addr: &Addr, will: Option<WillTopic>) {
-        let Some(s) = self.sessions.get_mut(addr) else { return };
+        let Some(s) = self.sessions.get_mut(addr) else {
+            return;
+        };
         let rc = match will {
             None => {
                 s.will = None;
@@ -209,7 +238,9 @@ impl Gateway {
     }
 
     pub(super) fn on_will_msg_upd(&mut self, addr: &Addr, msg: Vec<u8>) {
-        let Some(s) = self.sessions.get_mut(addr) else { return };
+        let Some(s) = self.sessions.get_mut(addr) else {
+            return;
+        };
         let rc = match &mut s.will {
             Some(w) => {
                 w.payload = Bytes::from(msg);
@@ -221,7 +252,9 @@ impl Gateway {
     }
 
     pub(super) fn on_pingreq(&mut self, now: Instant, addr: &Addr, client_id: Option<String>) {
-        let Some(s) = self.sessions.get_mut(addr) else { return };
+        let Some(s) = self.sessions.get_mut(addr) else {
+            return;
+        };
         match (s.state, client_id) {
             (State::Asleep { .. }, Some(id)) if *id == *s.client_id => {
                 // Held messages go out now; PINGRESP follows once they are through.
@@ -244,7 +277,9 @@ impl Gateway {
     }
 
     pub(super) fn on_disconnect(&mut self, now: Instant, addr: &Addr, duration: Option<u16>) {
-        let Some(s) = self.sessions.get_mut(addr) else { return };
+        let Some(s) = self.sessions.get_mut(addr) else {
+            return;
+        };
         match duration {
             Some(d) if d > 0 => {
                 let sleep = Duration::from_secs(u64::from(d));

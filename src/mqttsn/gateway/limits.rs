@@ -12,7 +12,10 @@ pub struct Bucket {
 
 impl Bucket {
     pub fn new(burst: f64, now: Instant) -> Bucket {
-        Bucket { tokens: burst, last: now }
+        Bucket {
+            tokens: burst,
+            last: now,
+        }
     }
 
     /// Takes one token if there is one.

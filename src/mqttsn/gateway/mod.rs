@@ -173,7 +173,10 @@ impl Gateway {
         };
         let addr = Addr {
             peer: from,
-            node: d.encap.as_ref().map(|e| e.node_id.clone().into_boxed_slice()),
+            node: d
+                .encap
+                .as_ref()
+                .map(|e| e.node_id.clone().into_boxed_slice()),
         };
         if !self.rate.allow(&addr, now) {
             count_drop("rate_limited");
@@ -242,9 +245,7 @@ impl Gateway {
             Packet::WillMsgUpd { msg } => self.on_will_msg_upd(&addr, msg),
             Packet::PingReq { client_id } => self.on_pingreq(now, &addr, client_id),
             Packet::Disconnect { duration } => self.on_disconnect(now, &addr, duration),
-            Packet::Register {
-                msg_id, topic, ..
-            } => self.on_register(&addr, msg_id, topic),
+            Packet::Register { msg_id, topic, .. } => self.on_register(&addr, msg_id, topic),
             Packet::RegAck { msg_id, rc, .. } => self.on_regack(now, &addr, msg_id, rc),
             Packet::Publish {
                 flags,

@@ -53,7 +53,9 @@ impl Gateway {
 
     pub(super) fn on_register(&mut self, addr: &Addr, msg_id: u16, topic: String) {
         let limit = self.cfg.limits.max_topics_per_client;
-        let Some(s) = self.sessions.get_mut(addr) else { return };
+        let Some(s) = self.sessions.get_mut(addr) else {
+            return;
+        };
         if !s.state.is_serving() {
             return count_drop("unexpected_type");
         }
@@ -68,7 +70,14 @@ impl Gateway {
                 }
             }
         };
-        self.send(addr, &Packet::RegAck { topic_id, msg_id, rc });
+        self.send(
+            addr,
+            &Packet::RegAck {
+                topic_id,
+                msg_id,
+                rc,
+            },
+        );
     }
 
     pub(super) fn on_publish(
@@ -81,12 +90,21 @@ impl Gateway {
     ) {
         let max_inflight = self.cfg.limits.max_inflight;
         let topic = self.resolve(addr, flags.topic_id_type, topic_id);
-        let Some(s) = self.sessions.get_mut(addr) else { return };
+        let Some(s) = self.sessions.get_mut(addr) else {
+            return;
+        };
         if !s.state.is_serving() {
             return count_drop("unexpected_type");
         }
         let puback = |gw: &mut Gateway, rc| {
-            gw.send(addr, &Packet::PubAck { topic_id, msg_id, rc });
+            gw.send(
+                addr,
+                &Packet::PubAck {
+                    topic_id,
+                    msg_id,
+                    rc,
+                },
+            );
         };
         let Some(topic) = topic else {
             count_drop("unknown_topic_id");
@@ -142,10 +160,18 @@ impl Gateway {
     /// The outbox's verdict on a ticketed publish: now the client gets its PUBACK/PUBREC.
     pub fn uplink_result(&mut self, ticket: u64, result: Result<(), Rejected>) {
         let max_inflight = self.cfg.limits.max_inflight;
-        let Some(addr) = self.tickets.remove(&ticket) else { return };
-        let Some(s) = self.sessions.get_mut(&addr) else { return };
-        let Some(i) = s.up_pending.iter().position(|p| p.ticket == ticket) else { return };
-        let Some(p) = s.up_pending.remove(i) else { return };
+        let Some(addr) = self.tickets.remove(&ticket) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&addr) else {
+            return;
+        };
+        let Some(i) = s.up_pending.iter().position(|p| p.ticket == ticket) else {
+            return;
+        };
+        let Some(p) = s.up_pending.remove(i) else {
+            return;
+        };
         let reply = match (result, p.qos) {
             (Ok(()), Qos::Two) => {
                 s.remember_released(p.msg_id, max_inflight);
@@ -177,7 +203,9 @@ impl Gateway {
     }
 
     pub(super) fn on_pubrel(&mut self, addr: &Addr, msg_id: u16) {
-        let Some(s) = self.sessions.get_mut(addr) else { return };
+        let Some(s) = self.sessions.get_mut(addr) else {
+            return;
+        };
         s.up_released.retain(|m| *m != msg_id);
         self.send(addr, &Packet::PubComp { msg_id });
     }
@@ -196,7 +224,9 @@ impl Gateway {
             TopicRef::Predefined(id) => self.predefined.name(*id).cloned(),
             TopicRef::Short(b) => short_name(u16::from_be_bytes(*b)).map(Arc::from),
         };
-        let Some(s) = self.sessions.get_mut(addr) else { return };
+        let Some(s) = self.sessions.get_mut(addr) else {
+            return;
+        };
         if !s.state.is_serving() {
             return count_drop("unexpected_type");
         }
@@ -228,7 +258,10 @@ impl Gateway {
             TopicRef::Short(_) => 0,
             TopicRef::Name(n) if n.contains(['+', '#']) || n.len() == 2 => 0,
             TopicRef::Name(n) => {
-                match s.topics.register(n, limits.max_topics_per_client, &self.predefined) {
+                match s
+                    .topics
+                    .register(n, limits.max_topics_per_client, &self.predefined)
+                {
                     Ok(id) => id,
                     Err(_) => {
                         count_drop("topic_table_full");
@@ -256,7 +289,10 @@ impl Gateway {
     }
 
     fn upstream_ref(&mut self, filter: String, qos: u8, new_ref: bool) {
-        let e = self.upstream.entry(filter.clone()).or_insert(UpstreamSub { count: 0, qos: 0 });
+        let e = self
+            .upstream
+            .entry(filter.clone())
+            .or_insert(UpstreamSub { count: 0, qos: 0 });
         let first = e.count == 0;
         if new_ref {
             e.count += 1;
@@ -284,7 +320,9 @@ impl Gateway {
             TopicRef::Predefined(id) => self.predefined.name(*id).cloned(),
             TopicRef::Short(b) => short_name(u16::from_be_bytes(*b)).map(Arc::from),
         };
-        let Some(s) = self.sessions.get_mut(addr) else { return };
+        let Some(s) = self.sessions.get_mut(addr) else {
+            return;
+        };
         let removed = name.and_then(|n| {
             let i = s.subs.iter().position(|x| *x.filter == *n)?;
             Some(s.subs.remove(i))
@@ -307,7 +345,9 @@ impl Gateway {
     /// A message from the broker (topic as upstream knows it): queue it for every client
     /// with a matching subscription, at the lower of the message's and the granted QoS.
     pub fn deliver(&mut self, now: Instant, topic: &str, payload: Bytes, qos: u8, retain: bool) {
-        let Some(local) = self.local_topic(topic) else { return };
+        let Some(local) = self.local_topic(topic) else {
+            return;
+        };
         let local: Arc<str> = local.into();
         let max_held = self.cfg.limits.max_held;
         let mut targets = Vec::new();
@@ -345,7 +385,9 @@ impl Gateway {
     pub(super) fn pump(&mut self, now: Instant, addr: &Addr) {
         let limit = self.cfg.limits.max_topics_per_client;
         loop {
-            let Some(s) = self.sessions.get_mut(addr) else { return };
+            let Some(s) = self.sessions.get_mut(addr) else {
+                return;
+            };
             if !s.state.is_serving() || s.inflight.is_some() {
                 return;
             }
@@ -357,11 +399,11 @@ impl Gateway {
                 }
                 return;
             };
-            let pre = s
-                .subs
-                .iter()
-                .filter_map(|x| x.predefined)
-                .find(|id| self.predefined.name(*id).is_some_and(|n| **n == *front.topic));
+            let pre = s.subs.iter().filter_map(|x| x.predefined).find(|id| {
+                self.predefined
+                    .name(*id)
+                    .is_some_and(|n| **n == *front.topic)
+            });
             let (tt, topic_id) = if let Some(id) = pre {
                 (TopicIdType::Predefined, id)
             } else if front.topic.len() == 2 {
@@ -395,7 +437,11 @@ impl Gateway {
                 return;
             };
             s.queue.pop_front();
-            let msg_id = if front.qos == Qos::Zero { 0 } else { s.next_msg_id() };
+            let msg_id = if front.qos == Qos::Zero {
+                0
+            } else {
+                s.next_msg_id()
+            };
             let p = Packet::Publish {
                 flags: Flags {
                     qos: front.qos,
@@ -427,7 +473,9 @@ impl Gateway {
 
     /// Clears the in-flight message if `stage` is what it waits for.
     fn settle(&mut self, now: Instant, addr: &Addr, stage: Stage) -> bool {
-        let Some(s) = self.sessions.get_mut(addr) else { return false };
+        let Some(s) = self.sessions.get_mut(addr) else {
+            return false;
+        };
         if s.inflight.as_ref().is_some_and(|i| i.stage == stage) {
             s.inflight = None;
             self.pump(now, addr);
@@ -440,7 +488,9 @@ impl Gateway {
     pub(super) fn on_regack(&mut self, now: Instant, addr: &Addr, msg_id: u16, rc: ReturnCode) {
         if rc != ReturnCode::Accepted
             && let Some(s) = self.sessions.get_mut(addr)
-            && s.inflight.as_ref().is_some_and(|i| i.stage == Stage::RegAck { msg_id })
+            && s.inflight
+                .as_ref()
+                .is_some_and(|i| i.stage == Stage::RegAck { msg_id })
         {
             // The client will not take this topic: drop the message that needed it.
             count_drop("regack_refused");
@@ -457,7 +507,9 @@ impl Gateway {
     }
 
     pub(super) fn on_pubrec(&mut self, now: Instant, addr: &Addr, msg_id: u16) {
-        let Some(s) = self.sessions.get_mut(addr) else { return };
+        let Some(s) = self.sessions.get_mut(addr) else {
+            return;
+        };
         let waiting = s.inflight.as_ref().map(|i| i.stage);
         if matches!(waiting, Some(Stage::PubRec { msg_id: m }) | Some(Stage::PubComp { msg_id: m }) if m == msg_id)
         {
@@ -486,7 +538,9 @@ impl Gateway {
             if !s.state.is_serving() {
                 continue;
             }
-            let Some(i) = s.inflight.as_mut() else { continue };
+            let Some(i) = s.inflight.as_mut() else {
+                continue;
+            };
             if now.saturating_duration_since(i.sent_at) < interval {
                 continue;
             }

@@ -75,7 +75,12 @@ impl T {
                 client_id: id.into(),
             },
         );
-        assert_eq!(r, [Packet::ConnAck { rc: ReturnCode::Accepted }]);
+        assert_eq!(
+            r,
+            [Packet::ConnAck {
+                rc: ReturnCode::Accepted
+            }]
+        );
     }
 
     fn register(&mut self, from: u16, topic: &str) -> u16 {
@@ -88,12 +93,25 @@ impl T {
             },
         );
         match r.as_slice() {
-            [Packet::RegAck { topic_id, rc: ReturnCode::Accepted, .. }] => *topic_id,
+            [
+                Packet::RegAck {
+                    topic_id,
+                    rc: ReturnCode::Accepted,
+                    ..
+                },
+            ] => *topic_id,
             other => panic!("{other:?}"),
         }
     }
 
-    fn publish(&mut self, from: u16, qos: Qos, topic_id: u16, msg_id: u16, dup: bool) -> Vec<Packet> {
+    fn publish(
+        &mut self,
+        from: u16,
+        qos: Qos,
+        topic_id: u16,
+        msg_id: u16,
+        dup: bool,
+    ) -> Vec<Packet> {
         self.send(
             from,
             Packet::Publish {
@@ -142,12 +160,14 @@ impl T {
                 _ => None,
             })
             .collect();
-        self.actions.retain(|a| !matches!(a, Action::Publish { .. }));
+        self.actions
+            .retain(|a| !matches!(a, Action::Publish { .. }));
         v
     }
 
     fn deliver(&mut self, topic: &str, qos: u8, to: u16) -> Vec<Packet> {
-        self.gw.deliver(self.now, topic, Bytes::from_static(b"down"), qos, false);
+        self.gw
+            .deliver(self.now, topic, Bytes::from_static(b"down"), qos, false);
         self.drain(to)
     }
 }
@@ -156,7 +176,10 @@ impl T {
 fn connect_ping_disconnect() {
     let mut t = T::new(|_| {});
     t.connect(1, "a", true, 60);
-    assert_eq!(t.send(1, Packet::PingReq { client_id: None }), [Packet::PingResp]);
+    assert_eq!(
+        t.send(1, Packet::PingReq { client_id: None }),
+        [Packet::PingResp]
+    );
     assert_eq!(
         t.send(1, Packet::Disconnect { duration: None }),
         [Packet::Disconnect { duration: None }]
@@ -182,7 +205,12 @@ fn bad_connects_are_refused() {
                 client_id: id.into(),
             },
         );
-        assert_eq!(r, [Packet::ConnAck { rc: ReturnCode::NotSupported }]);
+        assert_eq!(
+            r,
+            [Packet::ConnAck {
+                rc: ReturnCode::NotSupported
+            }]
+        );
     }
     assert_eq!(t.gw.session_count(), 0);
 }
@@ -213,8 +241,18 @@ fn connect_with_will(t: &mut T, from: u16, keep_alive: u16) {
         },
     );
     assert_eq!(r, [Packet::WillMsgReq]);
-    let r = t.send(from, Packet::WillMsg { msg: b"gone".to_vec() });
-    assert_eq!(r, [Packet::ConnAck { rc: ReturnCode::Accepted }]);
+    let r = t.send(
+        from,
+        Packet::WillMsg {
+            msg: b"gone".to_vec(),
+        },
+    );
+    assert_eq!(
+        r,
+        [Packet::ConnAck {
+            rc: ReturnCode::Accepted
+        }]
+    );
 }
 
 #[test]
@@ -235,8 +273,18 @@ fn will_published_on_keep_alive_expiry() {
 fn will_not_published_on_clean_disconnect_and_updates_work() {
     let mut t = T::new(|_| {});
     connect_with_will(&mut t, 1, 10);
-    let r = t.send(1, Packet::WillMsgUpd { msg: b"bye".to_vec() });
-    assert_eq!(r, [Packet::WillMsgResp { rc: ReturnCode::Accepted }]);
+    let r = t.send(
+        1,
+        Packet::WillMsgUpd {
+            msg: b"bye".to_vec(),
+        },
+    );
+    assert_eq!(
+        r,
+        [Packet::WillMsgResp {
+            rc: ReturnCode::Accepted
+        }]
+    );
     let r = t.send(
         1,
         Packet::WillTopicUpd {
@@ -247,7 +295,12 @@ fn will_not_published_on_clean_disconnect_and_updates_work() {
             }),
         },
     );
-    assert_eq!(r, [Packet::WillTopicResp { rc: ReturnCode::Accepted }]);
+    assert_eq!(
+        r,
+        [Packet::WillTopicResp {
+            rc: ReturnCode::Accepted
+        }]
+    );
     t.tick(16, 1);
     let p = t.publishes();
     assert_eq!(p, [(None, "x/y".to_string(), 0, false)]);
@@ -255,7 +308,12 @@ fn will_not_published_on_clean_disconnect_and_updates_work() {
     connect_with_will(&mut t, 1, 10);
     t.send(1, Packet::WillTopicUpd { will: None });
     let r = t.send(1, Packet::WillMsgUpd { msg: b"x".to_vec() });
-    assert_eq!(r, [Packet::WillMsgResp { rc: ReturnCode::NotSupported }]);
+    assert_eq!(
+        r,
+        [Packet::WillMsgResp {
+            rc: ReturnCode::NotSupported
+        }]
+    );
     t.send(1, Packet::Disconnect { duration: None });
     t.tick(100, 1);
     assert!(t.publishes().is_empty());
@@ -279,7 +337,9 @@ fn empty_will_topic_connects_without_will() {
     assert_eq!(r, [Packet::WillTopicReq]);
     assert_eq!(
         t.send(1, Packet::WillTopic { will: None }),
-        [Packet::ConnAck { rc: ReturnCode::Accepted }]
+        [Packet::ConnAck {
+            rc: ReturnCode::Accepted
+        }]
     );
     t.tick(20, 1);
     assert!(t.publishes().is_empty());
@@ -396,9 +456,15 @@ fn qos2_exactly_once() {
     t.gw.uplink_result(p[0].0.unwrap(), Ok(()));
     assert_eq!(t.drain(1), [Packet::PubRec { msg_id: 7 }]);
     // PUBREC lost, client resends with DUP: PUBREC again, nothing published
-    assert_eq!(t.publish(1, Qos::Two, id, 7, true), [Packet::PubRec { msg_id: 7 }]);
+    assert_eq!(
+        t.publish(1, Qos::Two, id, 7, true),
+        [Packet::PubRec { msg_id: 7 }]
+    );
     assert!(t.publishes().is_empty());
-    assert_eq!(t.send(1, Packet::PubRel { msg_id: 7 }), [Packet::PubComp { msg_id: 7 }]);
+    assert_eq!(
+        t.send(1, Packet::PubRel { msg_id: 7 }),
+        [Packet::PubComp { msg_id: 7 }]
+    );
     // after PUBREL the id is free again: a new message with it is published
     t.publish(1, Qos::Two, id, 7, false);
     assert_eq!(t.publishes().len(), 1);
@@ -420,7 +486,10 @@ fn qos_minus_one() {
         data: b"x".to_vec(),
     };
     assert!(t.send(3, pub_m1(TopicIdType::Predefined, 5)).is_empty());
-    assert!(t.send(3, pub_m1(TopicIdType::Short, u16::from_be_bytes(*b"ab"))).is_empty());
+    assert!(
+        t.send(3, pub_m1(TopicIdType::Short, u16::from_be_bytes(*b"ab")))
+            .is_empty()
+    );
     assert!(t.send(3, pub_m1(TopicIdType::Normal, 1)).is_empty());
     assert!(t.send(3, pub_m1(TopicIdType::Predefined, 6)).is_empty());
     let p: Vec<String> = t.publishes().into_iter().map(|p| p.1).collect();
@@ -443,7 +512,12 @@ fn subscriptions_are_reference_counted_upstream() {
     let r = t.subscribe(1, "room/+", Qos::One);
     assert!(matches!(
         r.as_slice(),
-        [Packet::SubAck { topic_id: 0, rc: ReturnCode::Accepted, qos: Qos::One, .. }]
+        [Packet::SubAck {
+            topic_id: 0,
+            rc: ReturnCode::Accepted,
+            qos: Qos::One,
+            ..
+        }]
     ));
     t.drain(2);
     t.subscribe(2, "room/+", Qos::Two);
@@ -456,11 +530,20 @@ fn subscriptions_are_reference_counted_upstream() {
     assert_eq!(
         subs,
         [
-            Action::Subscribe { filter: "sn/room/+".into(), qos: 1 },
-            Action::Subscribe { filter: "sn/room/+".into(), qos: 2 },
+            Action::Subscribe {
+                filter: "sn/room/+".into(),
+                qos: 1
+            },
+            Action::Subscribe {
+                filter: "sn/room/+".into(),
+                qos: 2
+            },
         ]
     );
-    assert_eq!(t.gw.upstream_subscriptions(), [("sn/room/+".to_string(), 2, 2)]);
+    assert_eq!(
+        t.gw.upstream_subscriptions(),
+        [("sn/room/+".to_string(), 2, 2)]
+    );
     let r = t.send(
         1,
         Packet::Unsubscribe {
@@ -473,7 +556,12 @@ fn subscriptions_are_reference_counted_upstream() {
     // the last subscriber vanishes (keep-alive): upstream unsubscribe
     t.send(1, Packet::Disconnect { duration: None });
     t.tick(100, 2);
-    assert_eq!(t.actions, [Action::Unsubscribe { filter: "sn/room/+".into() }]);
+    assert_eq!(
+        t.actions,
+        [Action::Unsubscribe {
+            filter: "sn/room/+".into()
+        }]
+    );
     assert!(t.gw.upstream_subscriptions().is_empty());
 }
 
@@ -486,20 +574,50 @@ fn delivery_registers_then_publishes_at_granted_qos() {
     assert!(t.deliver("other/room/x", 1, 1).is_empty());
     let r = t.deliver("sn/room/kitchen", 2, 1);
     let (tid, mid) = match r.as_slice() {
-        [Packet::Register { topic_id, msg_id, topic }] if topic == "room/kitchen" => (*topic_id, *msg_id),
+        [
+            Packet::Register {
+                topic_id,
+                msg_id,
+                topic,
+            },
+        ] if topic == "room/kitchen" => (*topic_id, *msg_id),
         other => panic!("{other:?}"),
     };
     // a second message waits behind the first
     assert!(t.deliver("sn/room/kitchen", 0, 1).is_empty());
-    let r = t.send(1, Packet::RegAck { topic_id: tid, msg_id: mid, rc: ReturnCode::Accepted });
+    let r = t.send(
+        1,
+        Packet::RegAck {
+            topic_id: tid,
+            msg_id: mid,
+            rc: ReturnCode::Accepted,
+        },
+    );
     let mid = match r.as_slice() {
-        [Packet::Publish { flags, topic_id, msg_id, data }] => {
-            assert_eq!((flags.qos, *topic_id, data.as_slice()), (Qos::One, tid, &b"down"[..]));
+        [
+            Packet::Publish {
+                flags,
+                topic_id,
+                msg_id,
+                data,
+            },
+        ] => {
+            assert_eq!(
+                (flags.qos, *topic_id, data.as_slice()),
+                (Qos::One, tid, &b"down"[..])
+            );
             *msg_id
         }
         other => panic!("{other:?}"),
     };
-    let r = t.send(1, Packet::PubAck { topic_id: tid, msg_id: mid, rc: ReturnCode::Accepted });
+    let r = t.send(
+        1,
+        Packet::PubAck {
+            topic_id: tid,
+            msg_id: mid,
+            rc: ReturnCode::Accepted,
+        },
+    );
     assert!(matches!(r.as_slice(), [Packet::Publish { flags, .. }] if flags.qos == Qos::Zero));
 }
 
@@ -518,10 +636,20 @@ fn qos2_delivery_and_retransmission_then_loss() {
     assert_ne!(tid, 0, "a plain name gets its topic id in SUBACK");
     let r = t.deliver("q/x", 2, 1);
     let mid = match r.as_slice() {
-        [Packet::Publish { msg_id, topic_id, flags, .. }] if *topic_id == tid && flags.qos == Qos::Two => *msg_id,
+        [
+            Packet::Publish {
+                msg_id,
+                topic_id,
+                flags,
+                ..
+            },
+        ] if *topic_id == tid && flags.qos == Qos::Two => *msg_id,
         other => panic!("{other:?}"),
     };
-    assert_eq!(t.send(1, Packet::PubRec { msg_id: mid }), [Packet::PubRel { msg_id: mid }]);
+    assert_eq!(
+        t.send(1, Packet::PubRec { msg_id: mid }),
+        [Packet::PubRel { msg_id: mid }]
+    );
     assert!(t.send(1, Packet::PubComp { msg_id: mid }).is_empty());
     // next one is never answered: resent with DUP, then the client is lost
     t.deliver("q/x", 1, 1);
@@ -539,7 +667,12 @@ fn sleeping_client_gets_held_messages_on_wake() {
     t.connect(1, "s", true, 30);
     t.subscribe(1, "cmd/#", Qos::Zero);
     assert_eq!(
-        t.send(1, Packet::Disconnect { duration: Some(100) }),
+        t.send(
+            1,
+            Packet::Disconnect {
+                duration: Some(100)
+            }
+        ),
         [Packet::Disconnect { duration: None }]
     );
     for _ in 0..5 {
@@ -550,17 +683,41 @@ fn sleeping_client_gets_held_messages_on_wake() {
     t.tick(60, 1);
     assert_eq!(t.gw.session_count(), 1);
     // a PINGREQ from another address does not wake it (spoofing)
-    assert!(t.send(2, Packet::PingReq { client_id: Some("s".into()) }) == [Packet::Disconnect { duration: None }]);
-    let r = t.send(1, Packet::PingReq { client_id: Some("s".into()) });
+    assert!(
+        t.send(
+            2,
+            Packet::PingReq {
+                client_id: Some("s".into())
+            }
+        ) == [Packet::Disconnect { duration: None }]
+    );
+    let r = t.send(
+        1,
+        Packet::PingReq {
+            client_id: Some("s".into()),
+        },
+    );
     assert!(matches!(r[0], Packet::Register { .. }), "{r:?}");
     let (tid, mid) = match &r[0] {
-        Packet::Register { topic_id, msg_id, .. } => (*topic_id, *msg_id),
+        Packet::Register {
+            topic_id, msg_id, ..
+        } => (*topic_id, *msg_id),
         _ => unreachable!(),
     };
-    let r = t.send(1, Packet::RegAck { topic_id: tid, msg_id: mid, rc: ReturnCode::Accepted });
+    let r = t.send(
+        1,
+        Packet::RegAck {
+            topic_id: tid,
+            msg_id: mid,
+            rc: ReturnCode::Accepted,
+        },
+    );
     assert_eq!(r.len(), 4, "three held messages, then PINGRESP: {r:?}");
     assert_eq!(r[3], Packet::PingResp);
-    assert!(matches!(t.gw.client("s").unwrap().state, State::Asleep { .. }));
+    assert!(matches!(
+        t.gw.client("s").unwrap().state,
+        State::Asleep { .. }
+    ));
     // not heard of for 1.5 x the sleep duration: lost
     t.tick(151, 1);
     assert_eq!(t.gw.session_count(), 0);
@@ -605,8 +762,16 @@ fn held_message_delivered_after_reconnect() {
             client_id: "p".into(),
         },
     );
-    assert_eq!(r[0], Packet::ConnAck { rc: ReturnCode::Accepted });
-    assert!(matches!(&r[1], Packet::Publish { topic_id, .. } if *topic_id == tid), "{r:?}");
+    assert_eq!(
+        r[0],
+        Packet::ConnAck {
+            rc: ReturnCode::Accepted
+        }
+    );
+    assert!(
+        matches!(&r[1], Packet::Publish { topic_id, .. } if *topic_id == tid),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -614,7 +779,10 @@ fn forwarder_encapsulation() {
     let mut t = T::new(|_| {});
     let connect = |node: u8, id: &str| {
         let d = Datagram {
-            encap: Some(Encapsulation { ctrl: 1, node_id: vec![node] }),
+            encap: Some(Encapsulation {
+                ctrl: 1,
+                node_id: vec![node],
+            }),
             packet: Packet::Connect {
                 flags: Flags::default(),
                 protocol_id: 1,
@@ -635,7 +803,12 @@ fn forwarder_encapsulation() {
     assert_eq!(replies.len(), 2);
     assert_eq!(replies[0].encap.as_ref().unwrap().node_id, [0xA1]);
     assert_eq!(replies[1].encap.as_ref().unwrap().node_id, [0xA2]);
-    assert_eq!(replies[1].packet, Packet::ConnAck { rc: ReturnCode::Accepted });
+    assert_eq!(
+        replies[1].packet,
+        Packet::ConnAck {
+            rc: ReturnCode::Accepted
+        }
+    );
     assert_eq!(t.gw.session_count(), 2);
 }
 
@@ -689,7 +862,10 @@ fn allow_list_and_ten_thousand_fake_clients() {
             client_id: format!("fake-{i}"),
         };
         let b = codec::encode_to_vec(&p).unwrap();
-        let from = Peer::Udp(std::net::SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 5000)));
+        let from = Peer::Udp(std::net::SocketAddr::from((
+            [10, 1, (i >> 8) as u8, i as u8],
+            5000,
+        )));
         t.gw.handle_datagram(t.now, from, &b);
         while let Some(a) = t.gw.poll_action() {
             if let Action::Send { bytes, .. } = a {
@@ -715,12 +891,18 @@ fn fake_flood_without_allow_list_cannot_lock_out_a_real_client() {
             client_id: format!("fake-{i}"),
         };
         let b = codec::encode_to_vec(&p).unwrap();
-        let from = Peer::Udp(std::net::SocketAddr::from(([10, 2, (i >> 8) as u8, i as u8], 5000)));
+        let from = Peer::Udp(std::net::SocketAddr::from((
+            [10, 2, (i >> 8) as u8, i as u8],
+            5000,
+        )));
         t.gw.handle_datagram(t.now, from, &b);
         while t.gw.poll_action().is_some() {}
     }
     assert!(t.gw.session_count() <= 100);
-    assert!(t.gw.client("real-1").is_some(), "a verified client is never evicted");
+    assert!(
+        t.gw.client("real-1").is_some(),
+        "a verified client is never evicted"
+    );
     t.connect(2, "real-2", true, 60);
 }
 
@@ -774,12 +956,30 @@ fn per_client_topic_prefixes() {
             topic: "nodes/n2/t".into(),
         },
     );
-    assert!(matches!(r.as_slice(), [Packet::RegAck { rc: ReturnCode::NotSupported, .. }]));
+    assert!(matches!(
+        r.as_slice(),
+        [Packet::RegAck {
+            rc: ReturnCode::NotSupported,
+            ..
+        }]
+    ));
     t.register(1, "nodes/n1/t");
     let r = t.subscribe(1, "nodes/#", Qos::Zero);
-    assert!(matches!(r.as_slice(), [Packet::SubAck { rc: ReturnCode::NotSupported, .. }]));
+    assert!(matches!(
+        r.as_slice(),
+        [Packet::SubAck {
+            rc: ReturnCode::NotSupported,
+            ..
+        }]
+    ));
     let r = t.subscribe(1, "nodes/n1/#", Qos::Zero);
-    assert!(matches!(r.as_slice(), [Packet::SubAck { rc: ReturnCode::Accepted, .. }]));
+    assert!(matches!(
+        r.as_slice(),
+        [Packet::SubAck {
+            rc: ReturnCode::Accepted,
+            ..
+        }]
+    ));
     // short topics are outside every prefix
     let r = t.publish(1, Qos::Zero, u16::from_be_bytes(*b"ab"), 0, false);
     let _ = r;
@@ -794,10 +994,35 @@ fn topic_and_subscription_limits() {
     t.connect(1, "a", true, 60);
     t.register(1, "t1");
     t.register(1, "t2");
-    let r = t.send(1, Packet::Register { topic_id: 0, msg_id: 1, topic: "t3".into() });
-    assert!(matches!(r.as_slice(), [Packet::RegAck { rc: ReturnCode::Congestion, .. }]));
-    assert!(matches!(t.subscribe(1, "x/#", Qos::Zero).as_slice(), [Packet::SubAck { rc: ReturnCode::Accepted, .. }]));
-    assert!(matches!(t.subscribe(1, "y/#", Qos::Zero).as_slice(), [Packet::SubAck { rc: ReturnCode::Congestion, .. }]));
+    let r = t.send(
+        1,
+        Packet::Register {
+            topic_id: 0,
+            msg_id: 1,
+            topic: "t3".into(),
+        },
+    );
+    assert!(matches!(
+        r.as_slice(),
+        [Packet::RegAck {
+            rc: ReturnCode::Congestion,
+            ..
+        }]
+    ));
+    assert!(matches!(
+        t.subscribe(1, "x/#", Qos::Zero).as_slice(),
+        [Packet::SubAck {
+            rc: ReturnCode::Accepted,
+            ..
+        }]
+    ));
+    assert!(matches!(
+        t.subscribe(1, "y/#", Qos::Zero).as_slice(),
+        [Packet::SubAck {
+            rc: ReturnCode::Congestion,
+            ..
+        }]
+    ));
 }
 
 #[test]
@@ -806,14 +1031,64 @@ fn predefined_and_short_subscriptions() {
         c.predefined_topics.insert(7, "pre/seven".into());
     });
     t.connect(1, "a", true, 60);
-    let r = t.send(1, Packet::Subscribe { dup: false, qos: Qos::Zero, msg_id: 1, topic: TopicRef::Predefined(7) });
-    assert!(matches!(r.as_slice(), [Packet::SubAck { topic_id: 7, rc: ReturnCode::Accepted, .. }]));
-    let r = t.send(1, Packet::Subscribe { dup: false, qos: Qos::Zero, msg_id: 2, topic: TopicRef::Short(*b"zz") });
-    assert!(matches!(r.as_slice(), [Packet::SubAck { topic_id: 0, rc: ReturnCode::Accepted, .. }]));
-    let r = t.send(1, Packet::Subscribe { dup: false, qos: Qos::Zero, msg_id: 3, topic: TopicRef::Predefined(8) });
-    assert!(matches!(r.as_slice(), [Packet::SubAck { rc: ReturnCode::InvalidTopicId, .. }]));
+    let r = t.send(
+        1,
+        Packet::Subscribe {
+            dup: false,
+            qos: Qos::Zero,
+            msg_id: 1,
+            topic: TopicRef::Predefined(7),
+        },
+    );
+    assert!(matches!(
+        r.as_slice(),
+        [Packet::SubAck {
+            topic_id: 7,
+            rc: ReturnCode::Accepted,
+            ..
+        }]
+    ));
+    let r = t.send(
+        1,
+        Packet::Subscribe {
+            dup: false,
+            qos: Qos::Zero,
+            msg_id: 2,
+            topic: TopicRef::Short(*b"zz"),
+        },
+    );
+    assert!(matches!(
+        r.as_slice(),
+        [Packet::SubAck {
+            topic_id: 0,
+            rc: ReturnCode::Accepted,
+            ..
+        }]
+    ));
+    let r = t.send(
+        1,
+        Packet::Subscribe {
+            dup: false,
+            qos: Qos::Zero,
+            msg_id: 3,
+            topic: TopicRef::Predefined(8),
+        },
+    );
+    assert!(matches!(
+        r.as_slice(),
+        [Packet::SubAck {
+            rc: ReturnCode::InvalidTopicId,
+            ..
+        }]
+    ));
     let r = t.deliver("pre/seven", 0, 1);
-    assert!(matches!(r.as_slice(), [Packet::Publish { flags, topic_id: 7, .. }] if flags.topic_id_type == TopicIdType::Predefined), "{r:?}");
+    assert!(
+        matches!(r.as_slice(), [Packet::Publish { flags, topic_id: 7, .. }] if flags.topic_id_type == TopicIdType::Predefined),
+        "{r:?}"
+    );
     let r = t.deliver("zz", 0, 1);
-    assert!(matches!(r.as_slice(), [Packet::Publish { flags, topic_id, .. }] if flags.topic_id_type == TopicIdType::Short && *topic_id == u16::from_be_bytes(*b"zz")), "{r:?}");
+    assert!(
+        matches!(r.as_slice(), [Packet::Publish { flags, topic_id, .. }] if flags.topic_id_type == TopicIdType::Short && *topic_id == u16::from_be_bytes(*b"zz")),
+        "{r:?}"
+    );
 }
