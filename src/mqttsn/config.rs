@@ -245,4 +245,13 @@ serial: { port: /dev/ttyUSB0, baud: 38400 }
         let errs = c.validate();
         assert_eq!(errs.len(), 3, "{errs:?}");
     }
+
+    #[test]
+    fn example_file_parses_and_validates() {
+        let text = include_str!("../../config/mqttsn.yaml");
+        let v: serde_json::Value = serde_saphyr::from_str(text).unwrap();
+        let c: MqttSnConfig = serde_json::from_value(v["mqttsn"].clone()).unwrap();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        assert_eq!(c.predefined_topics.len(), 2);
+    }
 }
