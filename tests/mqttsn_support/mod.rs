@@ -236,3 +236,80 @@ impl Client {
         }
     }
 }
+
+pub mod direct;
+
+/// A private mosquitto on a free port, killed on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts mosquitto, or returns None (skip locally, panic in CI) if it is not installed.
+pub fn mosquitto() -> Option<Mosquitto> {
+    let have = std::process::Command::new("mosquitto")
+        .arg("-h")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !peer_available("mosquitto (Debian package mosquitto)", have) {
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("m.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nmax_queued_messages 100000\n"),
+    )
+    .unwrap();
+    let child = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(Mosquitto {
+        port,
+        child,
+        _dir: dir,
+    })
+}
+
+/// Starts a gateway whose uplink/downlink is a direct MQTT connection to `port`.
+pub async fn start_direct(
+    port: u16,
+    f: impl FnOnce(&mut MqttSnConfig),
+) -> (SocketAddr, CancellationToken) {
+    let mut cfg = MqttSnConfig {
+        bind: vec!["127.0.0.1:0".parse().unwrap()],
+        ..MqttSnConfig::default()
+    };
+    f(&mut cfg);
+    let b = Bound::bind(cfg).await.unwrap();
+    let addr = b.local_addrs()[0];
+    let (d, rx) = direct::connect("127.0.0.1", port, "edgebus-mqttsn-test");
+    let stop = CancellationToken::new();
+    tokio::spawn(b.run(d.clone(), d, rx, stop.clone()));
+    (addr, stop)
+}
