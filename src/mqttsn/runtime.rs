@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +61,7 @@ impl Bound {
             if cfg.advertise.is_some() {
                 let _ = s.set_broadcast(true);
             }
+            grow_receive_buffer(&s);
             sockets.push(Arc::new(s));
         }
         let serial = match &cfg.serial {
@@ -188,6 +189,13 @@ pub async fn serve<S>(
     }
     drop(in_tx);
 
+    let sockets: Vec<(Arc<UdpSocket>, SocketAddr)> = sockets
+        .into_iter()
+        .filter_map(|s| {
+            let l = s.local_addr().ok()?;
+            Some((s, l))
+        })
+        .collect();
     let mut gw = Gateway::new(cfg, Instant::now());
     let mut pending = FuturesUnordered::new();
     let mut tick = tokio::time::interval(TICK);
@@ -205,7 +213,7 @@ pub async fn serve<S>(
                 }
             }
             Some((ticket, result)) = pending.next(), if !pending.is_empty() => {
-                gw.uplink_result(ticket, result);
+                on_verdict(&mut gw, ticket, result);
             }
             d = deliveries.recv(), if deliveries_open => match d {
                 Some(d) => gw.deliver(Instant::now(), &d.topic, d.payload, d.qos.as_u8(), d.retain),
@@ -232,18 +240,11 @@ pub async fn serve<S>(
                     retain,
                 } => {
                     let qos = QoS::from_u8(qos).unwrap_or(QoS::AtMostOnce);
-                    let fut = uplink.publish(Message::new(topic, payload, qos, retain));
-                    match ticket {
-                        Some(t) => pending.push(async move { (t, fut.await) }),
-                        None => {
-                            // Nobody waits for QoS 0 / wills, but the outbox still has them.
-                            tokio::spawn(async move {
-                                if let Err(e) = fut.await {
-                                    super::gateway::count_drop("outbox_rejected_qos0");
-                                    tracing::warn!(error = %e, "mqttsn: outbox refused a QoS 0 publish");
-                                }
-                            });
-                        }
+                    let mut fut = uplink.publish(Message::new(topic, payload, qos, retain));
+                    // Most verdicts are ready at once (QoS 0, outbox in memory): no task hop.
+                    match (&mut fut).now_or_never() {
+                        Some(r) => on_verdict(&mut gw, ticket, r),
+                        None => pending.push(async move { (ticket, fut.await) }),
                     }
                 }
                 Action::Subscribe { filter, qos } => {
@@ -256,8 +257,21 @@ pub async fn serve<S>(
     tasks.abort_all();
 }
 
+/// The outbox's verdict: to the client if it waits for one, else only counted.
+fn on_verdict(gw: &mut Gateway, ticket: Option<u64>, r: Result<(), super::Rejected>) {
+    match ticket {
+        Some(t) => gw.uplink_result(t, r),
+        None => {
+            if let Err(e) = r {
+                super::gateway::count_drop("outbox_rejected_qos0");
+                tracing::debug!(error = %e, "mqttsn: outbox refused a QoS 0 publish");
+            }
+        }
+    }
+}
+
 async fn send(
-    sockets: &[Arc<UdpSocket>],
+    sockets: &[(Arc<UdpSocket>, SocketAddr)],
     serial: &HashMap<u16, mpsc::Sender<Vec<u8>>>,
     to: Peer,
     bytes: &[u8],
@@ -267,11 +281,11 @@ async fn send(
             // Prefer a socket of the peer's family; a dual-stack [::] socket takes both.
             let pick = sockets
                 .iter()
-                .find(|s| s.local_addr().is_ok_and(|l| l.is_ipv4() == addr.is_ipv4()))
+                .find(|(_, l)| l.is_ipv4() == addr.is_ipv4())
                 .or_else(|| sockets.first());
-            let Some(s) = pick else { return };
-            let target = match (addr, s.local_addr()) {
-                (SocketAddr::V4(v4), Ok(SocketAddr::V6(_))) => {
+            let Some((s, local)) = pick else { return };
+            let target = match (addr, local) {
+                (SocketAddr::V4(v4), SocketAddr::V6(_)) => {
                     SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
                 }
                 _ => addr,
@@ -292,5 +306,25 @@ async fn send(
                 super::gateway::count_drop("serial_backlog");
             }
         }
+    }
+}
+
+/// Asks for a 1 MiB receive buffer so a burst from many nodes waits in the kernel instead of
+/// being dropped there (the kernel caps it at net.core.rmem_max; failure is harmless).
+fn grow_receive_buffer(s: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 1 << 20;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        tracing::debug!("mqttsn: could not enlarge the UDP receive buffer");
     }
 }
