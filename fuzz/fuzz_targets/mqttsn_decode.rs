@@ -5,7 +5,7 @@
 // The codec has no dependency on the rest of the crate, so it is compiled in directly
 // (keeps the fuzz build small: no SQLite, TLS or D-Bus under the sanitizer).
 #[path = "../../src/mqttsn/codec/mod.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod codec;
 
 use libfuzzer_sys::fuzz_target;
