@@ -59,6 +59,20 @@ pub struct GatewayConfig {
     pub clock_check: crate::clock::ClockPolicy,
 }
 
+impl GatewayConfig {
+    /// Stands in for a broken `gateway:` section while the rest is checked.
+    fn placeholder() -> GatewayConfig {
+        GatewayConfig {
+            id: "gateway".into(),
+            data_dir: default_data_dir(),
+            topic: default_topic(),
+            payload: PayloadFormat::default(),
+            tags: BTreeMap::new(),
+            clock_check: Default::default(),
+        }
+    }
+}
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/edgebus")
 }
@@ -268,44 +282,59 @@ impl Config {
             }
         }
 
-        let gateway = gateway.map_err(|e| issues.push(e)).ok();
-        let upstream = upstream.map_err(|e| issues.push(e)).ok();
-        let buffer = buffer.map_err(|e| issues.push(e)).ok();
-        let mqttsn = mqttsn.map_err(|e| issues.push(e)).ok();
-        let metrics = metrics.map_err(|e| issues.push(e)).ok();
-        issues.extend(check_names(&buses, &devices));
-        if let Some(g) = &gateway {
-            issues.extend(check_gateway(g));
-        }
-
-        match (gateway, upstream, buffer, mqttsn, metrics) {
-            (Some(gateway), Some(upstream), Some(buffer), Some(mqttsn), Some(metrics)) => {
-                let mut config = Config {
-                    file: file.to_path_buf(),
-                    gateway,
-                    upstream,
-                    buffer,
-                    mqttsn,
-                    metrics,
-                    homeassistant: top.homeassistant,
-                    buses,
-                    devices,
-                };
-                config.resolve_relative_paths();
-                // Source kinds and topics are checked by building the sources (no I/O).
-                match crate::sources::build_all(&config) {
-                    Ok(built) => {
-                        issues.extend(crate::format::check_topics(&config, &built.catalog))
-                    }
-                    Err(source_issues) => issues.extend(source_issues),
-                }
-                if issues.is_empty() {
-                    Ok(config)
-                } else {
-                    Err(render(issues))
+        // A broken section is reported, and a default stands in for it so that devices and
+        // topics are still checked: the user sees every problem in one run.
+        let empty = serde_json::Value::Object(Default::default());
+        let gateway = gateway.unwrap_or_else(|e| {
+            issues.push(e);
+            GatewayConfig::placeholder()
+        });
+        let upstream = match upstream {
+            Ok(u) => u,
+            Err(e) => {
+                issues.push(e);
+                match parse::<UpstreamConfig>(&empty, &root.key("upstream")) {
+                    Ok(u) => u,
+                    Err(_) => return Err(render(issues)),
                 }
             }
-            _ => Err(render(issues)),
+        };
+        let buffer = buffer.unwrap_or_else(|e| {
+            issues.push(e);
+            BufferConfig::default()
+        });
+        let mqttsn = mqttsn.unwrap_or_else(|e| {
+            issues.push(e);
+            None
+        });
+        let metrics = metrics.unwrap_or_else(|e| {
+            issues.push(e);
+            None
+        });
+        issues.extend(check_names(&buses, &devices));
+        issues.extend(check_gateway(&gateway));
+
+        let mut config = Config {
+            file: file.to_path_buf(),
+            gateway,
+            upstream,
+            buffer,
+            mqttsn,
+            metrics,
+            homeassistant: top.homeassistant,
+            buses,
+            devices,
+        };
+        config.resolve_relative_paths();
+        // Source kinds and topics are checked by building the sources (no I/O).
+        match crate::sources::build_all(&config) {
+            Ok(built) => issues.extend(crate::format::check_topics(&config, &built.catalog)),
+            Err(source_issues) => issues.extend(source_issues),
+        }
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(render(issues))
         }
     }
 
