@@ -321,3 +321,36 @@ async fn keep_alive_expiry_publishes_the_will() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn ten_thousand_fake_client_ids_do_not_lock_out_an_allowed_client() {
+    let h = start(|c| c.allow_clients = Some(vec!["real".into()])).await;
+    let attacker = Client::new(h.addr).await;
+    let mut answers = 0usize;
+    for i in 0..10_000 {
+        let p = Packet::Connect {
+            flags: Flags {
+                clean_session: true,
+                ..Flags::default()
+            },
+            protocol_id: 1,
+            duration: 60,
+            client_id: format!("fake-{i}"),
+        };
+        let b = edgebus::mqttsn::codec::encode_to_vec(&p).unwrap();
+        attacker.sock.send_to(&b, h.addr).await.unwrap();
+    }
+    while let Some(p) = attacker.try_recv(Duration::from_millis(300)).await {
+        assert_eq!(
+            p,
+            Packet::ConnAck {
+                rc: ReturnCode::NotSupported
+            }
+        );
+        answers += 1;
+    }
+    // the per-source rate limit answered only a burst of them
+    assert!(answers <= 300, "{answers} answers to a flood");
+    let real = Client::new(h.addr).await;
+    real.connect("real", 30).await;
+}
