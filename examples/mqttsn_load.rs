@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example mqttsn_load            # starts its own mosquitto
 //! cargo run --release --example mqttsn_load -- --broker-port 1883
+//! cargo run --release --example mqttsn_load -- --threads 1   # gateway on one thread
 //! ```
 //!
 //! The gateway runs in a child process (this binary with `--gateway-child`), so its RSS is
@@ -407,19 +408,32 @@ fn arg(name: &str) -> Option<String> {
 }
 
 fn main() {
+    let threads: usize = arg("--threads").and_then(|s| s.parse().ok()).unwrap_or(2);
+    if let Some(p) = arg("--gateway-child") {
+        // The gateway process: `--threads 1` runs it on a single-threaded runtime.
+        let rt = if threads <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+        }
+        .expect("runtime");
+        rt.block_on(gateway_child(p.parse().expect("port")));
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    if let Some(p) = arg("--gateway-child") {
-        rt.block_on(gateway_child(p.parse().expect("port")));
-        return;
-    }
-    rt.block_on(parent());
+    rt.block_on(parent(threads));
 }
 
-async fn parent() {
+async fn parent(threads: usize) {
     let scale: u32 = arg("--scale").and_then(|s| s.parse().ok()).unwrap_or(1);
     let (port, _mosq) = match arg("--broker-port") {
         Some(p) => (p.parse().expect("port"), None),
@@ -435,6 +449,8 @@ async fn parent() {
     let mut child = tokio::process::Command::new(exe)
         .arg("--gateway-child")
         .arg(port.to_string())
+        .arg("--threads")
+        .arg(threads.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -449,7 +465,10 @@ async fn parent() {
         .expect("gateway port");
     let gw: SocketAddr = ([127, 0, 0, 1], gw_port).into();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    println!("gateway pid {pid}, RSS at start {} KiB", rss_kb(pid));
+    println!(
+        "gateway pid {pid} ({threads} runtime thread(s)), RSS at start {} KiB",
+        rss_kb(pid)
+    );
 
     // QoS 0, 10 clients
     let n0 = 10 * 3000 * scale;

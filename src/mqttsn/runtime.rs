@@ -148,7 +148,9 @@ pub async fn serve<S>(
     let advertise_to = cfg.advertise.as_ref().map(|a| a.address);
     let (in_tx, mut in_rx) = mpsc::channel::<(Peer, Vec<u8>)>(1024);
     let mut tasks = tokio::task::JoinSet::new();
-    for s in &sockets {
+    // The first socket is read in the main loop (no task hop); any others by tasks.
+    let primary = sockets.first().cloned();
+    for s in sockets.iter().skip(1) {
         let (s, tx, stop) = (s.clone(), in_tx.clone(), shutdown.clone());
         tasks.spawn(async move {
             // One byte more than allowed, so an oversized datagram is seen as such.
@@ -197,6 +199,8 @@ pub async fn serve<S>(
         })
         .collect();
     let mut gw = Gateway::new(cfg, Instant::now());
+    // One byte more than allowed, so an oversized datagram is seen as such.
+    let mut buf = vec![0u8; max + 1];
     let mut pending = FuturesUnordered::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -204,6 +208,22 @@ pub async fn serve<S>(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = readable(primary.as_deref()) => {
+                if let Some(s) = &primary {
+                    // Drain what is queued before acting, to batch under load.
+                    for _ in 0..256 {
+                        match s.try_recv_from(&mut buf) {
+                            Ok((n, from)) => gw.handle_datagram(Instant::now(), Peer::Udp(from), &buf[..n]),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            // ICMP port unreachable from an earlier send shows up here on Linux.
+                            Err(e) => {
+                                tracing::debug!(error = %e, "mqttsn: UDP receive error");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
             Some((peer, bytes)) = in_rx.recv() => {
                 gw.handle_datagram(Instant::now(), peer, &bytes);
                 // Take what is already queued before acting, to batch under load.
@@ -255,6 +275,18 @@ pub async fn serve<S>(
         }
     }
     tasks.abort_all();
+}
+
+/// Resolves when the socket has something to read; never without a socket.
+async fn readable(s: Option<&UdpSocket>) {
+    match s {
+        Some(s) => {
+            if s.readable().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The outbox's verdict: to the client if it waits for one, else only counted.
