@@ -6,6 +6,8 @@ pub mod config;
 pub mod format;
 pub mod message;
 pub mod mqttsn;
+pub mod outbox;
 pub mod reading;
 pub mod sources;
 pub mod summary;
+pub mod upstream;

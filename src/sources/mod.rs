@@ -95,10 +95,7 @@ pub struct Kind {
 }
 
 /// The registry of source kinds.
-pub const KINDS: &[Kind] = &[
-    host::KIND,
-    synthetic::KIND,
-];
+pub const KINDS: &[Kind] = &[host::KIND, synthetic::KIND];
 
 /// All sources of a config and their catalog.
 pub struct Built {

@@ -39,7 +39,11 @@ fn one() -> u32 {
 
 const MAX_FANOUT: u32 = 10_000;
 
-fn build(_: &Config, _: Option<&BusSpec>, devices: &[&DeviceSpec]) -> Result<Vec<BuiltSource>, Vec<ConfigIssue>> {
+fn build(
+    _: &Config,
+    _: Option<&BusSpec>,
+    devices: &[&DeviceSpec],
+) -> Result<Vec<BuiltSource>, Vec<ConfigIssue>> {
     let mut out = Vec::new();
     let mut issues = Vec::new();
     for d in devices {
@@ -85,7 +89,11 @@ fn build(_: &Config, _: Option<&BusSpec>, devices: &[&DeviceSpec]) -> Result<Vec
             catalog,
         });
     }
-    if issues.is_empty() { Ok(out) } else { Err(issues) }
+    if issues.is_empty() {
+        Ok(out)
+    } else {
+        Err(issues)
+    }
 }
 
 struct Synthetic {
