@@ -8,16 +8,21 @@
 //! # Boundary with the core
 //!
 //! The gateway does not speak MQTT. The pipeline gives it:
-//! - an [`Uplink`]: the outbox. `publish` is called in arrival order and must enqueue
-//!   synchronously (the call order is the outbox order); its future resolves once the outbox
-//!   holds the message (committed, under `durability: always`). Only then does a QoS 1/2
-//!   client get PUBACK/PUBREC; `Err(Rejected::Congestion)` becomes PUBACK "congestion".
+//! - an [`Uplink`]: the outbox. `publish` is called, and its future polled once, in arrival
+//!   order: the message must be enqueued by then (that order is the outbox order). The future
+//!   resolves once the outbox holds the message (committed, under `durability: always`).
+//!   Only then does a QoS 1/2 client get PUBACK/PUBREC; `Err(Rejected::Congestion)` becomes
+//!   PUBACK "congestion". [`wiring`] implements it for [`crate::outbox::Outbox`].
 //! - a [`Downlink`]: upstream (un)subscriptions. The gateway reference-counts filters across
 //!   its clients: `subscribe` comes for the first interested client (again with a higher
 //!   QoS if one asks for more), `unsubscribe` when the last one is gone. The upstream keeps
 //!   them across reconnects.
-//! - a channel of [`Delivery`]: broker messages matching those filters (full upstream
-//!   topic). The gateway routes each to every matching client at the granted QoS.
+//!   [`wiring`] implements it for [`crate::upstream::UpstreamHandle`].
+//! - a channel of [`Delivery`] (the upstream's `Incoming`): broker messages matching those
+//!   filters (full upstream topic). The gateway routes each to every matching client at the
+//!   granted QoS.
+//!
+//! [`wiring::run_with_core`] does all of that for the pipeline.
 //!
 //! Topics crossing the boundary are upstream topics: `mqttsn.topic_prefix` is added on the
 //! way up and stripped on the way down here, not in the core.
@@ -29,8 +34,8 @@ pub mod runtime;
 pub mod serial;
 pub mod session;
 pub mod topics;
+pub mod wiring;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 
 pub use config::MqttSnConfig;
@@ -42,7 +47,8 @@ use crate::message::Message;
 
 /// The outbox, as the gateway sees it.
 pub trait Uplink: Send + Sync + 'static {
-    /// Enqueues `msg` now (before returning); the future says whether the outbox holds it.
+    /// Enqueues `msg` no later than the future's first poll; the future says whether the
+    /// outbox holds it.
     fn publish(&self, msg: Message) -> BoxFuture<'static, Result<(), Rejected>>;
 }
 
@@ -52,11 +58,5 @@ pub trait Downlink: Send + Sync + 'static {
     fn unsubscribe(&self, filter: &str);
 }
 
-/// A broker message for the gateway's clients.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Delivery {
-    pub topic: String,
-    pub payload: Bytes,
-    pub qos: crate::message::QoS,
-    pub retain: bool,
-}
+/// A broker message for the gateway's clients (full upstream topic).
+pub use crate::upstream::Incoming as Delivery;
