@@ -5,6 +5,7 @@ pub mod clock;
 pub mod config;
 pub mod format;
 pub mod message;
+pub mod mqttsn;
 pub mod outbox;
 pub mod pipeline;
 pub mod reading;

@@ -59,6 +59,7 @@ pub struct Gateway {
     upstream_cancel: CancellationToken,
     generation: Generation,
     downlink: JoinHandle<()>,
+    mqttsn: Option<(CancellationToken, JoinHandle<()>)>,
     writes_tx: tokio::sync::watch::Sender<WriteMap>,
     progress: Arc<AtomicU64>,
     started: Instant,
@@ -82,6 +83,23 @@ impl Gateway {
         let generation = start_generation(&config, &outbox, &handle, &progress, started)?;
         let (writes_tx, writes_rx) = tokio::sync::watch::channel(generation.writes.clone());
         let downlink = tokio::spawn(route_downlink(handle.clone(), writes_rx));
+        let mqttsn = config.mqttsn.clone().map(|cfg| {
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(crate::mqttsn::wiring::run_with_core(
+                cfg,
+                outbox.clone(),
+                handle.clone(),
+                cancel.clone(),
+            ));
+            let task = tokio::spawn(async move {
+                match task.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "MQTT-SN gateway stopped; the other sources keep running"),
+                    Err(e) => tracing::error!(error = %e, "MQTT-SN gateway failed; the other sources keep running"),
+                }
+            });
+            (cancel, task)
+        });
         tracing::info!(
             gateway = %config.gateway.id,
             data_dir = %config.gateway.data_dir.display(),
@@ -95,6 +113,7 @@ impl Gateway {
             upstream_cancel,
             generation,
             downlink,
+            mqttsn,
             writes_tx,
             progress,
             started,
@@ -134,6 +153,7 @@ impl Gateway {
         new.upstream = self.config.upstream.clone();
         new.buffer = self.config.buffer.clone();
         new.gateway.data_dir = self.config.gateway.data_dir.clone();
+        new.mqttsn = self.config.mqttsn.clone();
         stop_generation(std::mem::replace(
             &mut self.generation,
             start_generation(
@@ -154,6 +174,10 @@ impl Gateway {
     /// Graceful stop: sources stop, everything they emitted reaches the outbox, the
     /// upstream says `offline`, and every unacknowledged message is committed to disk.
     pub async fn shutdown(self) -> Result<(), PipelineError> {
+        if let Some((cancel, task)) = self.mqttsn {
+            cancel.cancel();
+            let _ = tokio::time::timeout(STOP_GRACE, task).await;
+        }
         stop_generation(self.generation).await;
         self.downlink.abort();
         self.upstream_cancel.cancel();

@@ -6,7 +6,6 @@ pub mod issue;
 pub mod locate;
 pub mod point;
 pub mod secret;
-pub mod sections;
 pub mod units;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,9 +19,9 @@ pub use point::{DeviceCommon, Point, PointCommon};
 pub use secret::Secret;
 pub use units::{bytesize, duration};
 
+use crate::mqttsn::MqttSnConfig;
 use crate::outbox::BufferConfig;
 use crate::upstream::UpstreamConfig;
-use sections::MqttSnConfig;
 
 /// Default location of the device map.
 pub const DEFAULT_PATH: &str = "/etc/edgebus/edgebus.yaml";
@@ -322,6 +321,9 @@ impl Config {
         };
         issues.extend(located(root.key("upstream"), upstream.validate()));
         issues.extend(located(root.key("buffer"), buffer.validate()));
+        if let Some(m) = &mqttsn {
+            issues.extend(located(root.key("mqttsn"), m.validate()));
+        }
 
         let mut config = Config {
             file: file.to_path_buf(),

@@ -1,0 +1,557 @@
+//! Load tool for the MQTT-SN gateway: N clients x M messages through the gateway to
+//! mosquitto, next to a plain MQTT publisher straight to the same mosquitto (the ceiling).
+//!
+//! ```text
+//! cargo run --release --example mqttsn_load            # starts its own mosquitto
+//! cargo run --release --example mqttsn_load -- --broker-port 1883
+//! cargo run --release --example mqttsn_load -- --threads 1   # gateway on one thread
+//! ```
+//!
+//! The gateway runs in a child process (this binary with `--gateway-child`), so its RSS is
+//! measured alone. Its uplink is a direct MQTT connection that confirms QoS 1 on the
+//! broker's PUBACK (no SQLite outbox in the path: this measures the gateway itself).
+//! Payloads carry the send time, so the subscriber measures end-to-end latency.
+
+#[path = "../tests/mqttsn_support/direct.rs"]
+mod direct;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use edgebus::mqttsn::MqttSnConfig;
+use edgebus::mqttsn::codec::{self, Flags, Packet, Qos, ReturnCode};
+use edgebus::mqttsn::runtime::Bound;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn payload(client: u32, seq: u32) -> Vec<u8> {
+    let mut p = now_ns().to_be_bytes().to_vec();
+    p.extend_from_slice(&client.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p
+}
+
+/// What the subscriber saw for one run.
+#[derive(Default)]
+struct Seen {
+    ids: HashSet<(u32, u32)>,
+    dups: u64,
+    lat_us: Vec<u64>,
+    last: Option<Instant>,
+}
+
+async fn subscriber(
+    port: u16,
+    filter: String,
+    qos: rumqttc::QoS,
+) -> (AsyncClient, Arc<Mutex<Seen>>) {
+    let mut o = MqttOptions::new(format!("load-sub-{}", now_ns()), "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_inflight(1000);
+    let (c, mut el) = AsyncClient::new(o, 1000);
+    c.subscribe(filter, qos).await.ok();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let s2 = seen.clone();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let mut ready_tx = Some(ready_tx);
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                    if let Some(t) = ready_tx.take() {
+                        let _ = t.send(());
+                    }
+                }
+                Ok(Event::Incoming(Incoming::Publish(p))) if p.payload.len() >= 16 => {
+                    let b = &p.payload;
+                    let sent = u64::from_be_bytes(b[0..8].try_into().unwrap_or([0; 8]));
+                    let client = u32::from_be_bytes(b[8..12].try_into().unwrap_or([0; 4]));
+                    let seq = u32::from_be_bytes(b[12..16].try_into().unwrap_or([0; 4]));
+                    let lat = now_ns().saturating_sub(sent) / 1000;
+                    let mut s = s2.lock().unwrap();
+                    if s.ids.insert((client, seq)) {
+                        s.lat_us.push(lat);
+                    } else {
+                        s.dups += 1;
+                    }
+                    s.last = Some(Instant::now());
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(5), ready_rx).await;
+    (c, seen)
+}
+
+/// Waits until `expected` arrived or nothing new came for 2 s.
+async fn settle(seen: &Mutex<Seen>, expected: usize) {
+    let mut last = 0;
+    let mut quiet = Instant::now();
+    loop {
+        let n = seen.lock().unwrap().ids.len();
+        if n >= expected {
+            return;
+        }
+        if n != last {
+            last = n;
+            quiet = Instant::now();
+        } else if quiet.elapsed() > Duration::from_secs(2) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Report {
+    name: String,
+    sent: usize,
+    delivered: usize,
+    rate: f64,
+    p50: f64,
+    p99: f64,
+}
+
+impl Report {
+    fn print(&self) {
+        let loss = self.sent.saturating_sub(self.delivered);
+        println!(
+            "{:<44} sent {:>7}  delivered {:>7}  lost {:>6} ({:.2}%)  {:>9.0} msg/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+            self.name,
+            self.sent,
+            self.delivered,
+            loss,
+            100.0 * loss as f64 / self.sent.max(1) as f64,
+            self.rate,
+            self.p50,
+            self.p99
+        );
+    }
+}
+
+fn report(name: &str, sent: usize, seen: &Mutex<Seen>, start: Instant) -> Report {
+    let s = seen.lock().unwrap();
+    let mut lat = s.lat_us.clone();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        if lat.is_empty() {
+            0.0
+        } else {
+            lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1000.0
+        }
+    };
+    let dur = s.last.map(|l| l.duration_since(start)).unwrap_or_default();
+    Report {
+        name: name.to_string(),
+        sent,
+        delivered: s.ids.len(),
+        rate: s.ids.len() as f64 / dur.as_secs_f64().max(1e-9),
+        p50: pct(0.5),
+        p99: pct(0.99),
+    }
+}
+
+/// Plain MQTT publisher straight to the broker: `total` messages, paced at `rate` (0 = max).
+async fn ceiling(port: u16, run: &str, total: usize, qos: rumqttc::QoS, rate: f64) -> Report {
+    let rq = if qos == rumqttc::QoS::AtMostOnce {
+        rumqttc::QoS::AtMostOnce
+    } else {
+        rumqttc::QoS::AtLeastOnce
+    };
+    let (_sub, seen) = subscriber(port, format!("load/{run}/#"), rq).await;
+    let mut o = MqttOptions::new(format!("load-pub-{run}"), "127.0.0.1", port);
+    o.set_inflight(100);
+    let (c, mut el) = AsyncClient::new(o, 1000);
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let start = Instant::now();
+    for i in 0..total {
+        if rate > 0.0 {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            if due > Instant::now() {
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
+        let _ = c
+            .publish(
+                format!("load/{run}/direct"),
+                qos,
+                false,
+                payload(0, i as u32),
+            )
+            .await;
+    }
+    settle(&seen, total).await;
+    let _ = c.disconnect().await;
+    report(&format!("ceiling   {run}"), total, &seen, start)
+}
+
+struct SnClient {
+    sock: UdpSocket,
+    gw: SocketAddr,
+}
+
+impl SnClient {
+    async fn request(&self, p: Packet) -> Option<Packet> {
+        let b = codec::encode_to_vec(&p).ok()?;
+        self.sock.send_to(&b, self.gw).await.ok()?;
+        self.recv(Duration::from_secs(5)).await
+    }
+    async fn recv(&self, t: Duration) -> Option<Packet> {
+        let mut buf = [0u8; 512];
+        let (n, _) = tokio::time::timeout(t, self.sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        codec::decode(&buf[..n]).ok().map(|d| d.packet)
+    }
+    /// Connects and registers `topic`; returns its id.
+    async fn open(gw: SocketAddr, id: &str, topic: &str) -> Option<(SnClient, u16)> {
+        let c = SnClient {
+            sock: UdpSocket::bind("127.0.0.1:0").await.ok()?,
+            gw,
+        };
+        let r = c
+            .request(Packet::Connect {
+                flags: Flags {
+                    clean_session: true,
+                    ..Flags::default()
+                },
+                protocol_id: 1,
+                duration: 600,
+                client_id: id.into(),
+            })
+            .await?;
+        if r != (Packet::ConnAck {
+            rc: ReturnCode::Accepted,
+        }) {
+            return None;
+        }
+        match c
+            .request(Packet::Register {
+                topic_id: 0,
+                msg_id: 1,
+                topic: topic.into(),
+            })
+            .await?
+        {
+            Packet::RegAck {
+                topic_id,
+                rc: ReturnCode::Accepted,
+                ..
+            } => Some((c, topic_id)),
+            _ => None,
+        }
+    }
+}
+
+/// `clients` MQTT-SN clients x `per_client` messages through the gateway; QoS 1 waits for
+/// each PUBACK (one in flight per client). `rate` is the total rate (0 = max).
+async fn through_gateway(
+    port: u16,
+    gw: SocketAddr,
+    run: &str,
+    clients: u32,
+    per_client: u32,
+    qos: Qos,
+    rate: f64,
+) -> Report {
+    let rq = if qos == Qos::Zero {
+        rumqttc::QoS::AtMostOnce
+    } else {
+        rumqttc::QoS::AtLeastOnce
+    };
+    let (_sub, seen) = subscriber(port, format!("load/{run}/#"), rq).await;
+    let mut opened = Vec::new();
+    for i in 0..clients {
+        match SnClient::open(gw, &format!("{run}-{i}"), &format!("load/{run}/c{i}")).await {
+            Some(c) => opened.push((i, c)),
+            None => eprintln!("client {i} could not connect"),
+        }
+    }
+    let start = Instant::now();
+    let per_rate = if rate > 0.0 {
+        rate / f64::from(clients)
+    } else {
+        0.0
+    };
+    let mut tasks = Vec::new();
+    for (i, (c, tid)) in opened {
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            for seq in 0..per_client {
+                if per_rate > 0.0 {
+                    let due = t0 + Duration::from_secs_f64(f64::from(seq) / per_rate);
+                    if due > Instant::now() {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                }
+                let p = Packet::Publish {
+                    flags: Flags {
+                        qos,
+                        ..Flags::default()
+                    },
+                    topic_id: tid,
+                    msg_id: if qos == Qos::Zero {
+                        0
+                    } else {
+                        (seq % 65_000 + 1) as u16
+                    },
+                    data: payload(i, seq),
+                };
+                if qos == Qos::Zero {
+                    let Ok(b) = codec::encode_to_vec(&p) else {
+                        continue;
+                    };
+                    let _ = c.sock.send_to(&b, c.gw).await;
+                } else {
+                    let _ = c.request(p).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    settle(&seen, (clients * per_client) as usize).await;
+    report(
+        &format!("gateway   {run}"),
+        (clients * per_client) as usize,
+        &seen,
+        start,
+    )
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Child mode: run the gateway until stdin closes.
+async fn gateway_child(broker_port: u16) {
+    let mut cfg = MqttSnConfig {
+        bind: vec!["127.0.0.1:0".parse().unwrap()],
+        ..MqttSnConfig::default()
+    };
+    cfg.limits.max_clients = 5000;
+    cfg.limits.rate_per_source = 100_000.0;
+    cfg.limits.rate_burst = 100_000.0;
+    cfg.limits.max_sources = 8192;
+    let b = Bound::bind(cfg).await.expect("bind");
+    println!("PORT {}", b.local_addrs()[0].port());
+    let (d, rx) = direct::connect("127.0.0.1", broker_port, "edgebus-mqttsn-load");
+    let stop = CancellationToken::new();
+    let s2 = stop.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for _ in std::io::stdin().lock().lines() {}
+        s2.cancel();
+    });
+    b.run(d.clone(), d, rx, stop).await;
+}
+
+fn start_mosquitto() -> Option<(u16, std::process::Child, tempfile::TempDir)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let dir = tempfile::tempdir().ok()?;
+    let conf = dir.path().join("m.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n\
+             max_queued_messages 1000000\nmax_inflight_messages 1000\n"
+        ),
+    )
+    .ok()?;
+    let child = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((port, child, dir));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn arg(name: &str) -> Option<String> {
+    let a: Vec<String> = std::env::args().collect();
+    a.iter()
+        .position(|x| x == name)
+        .and_then(|i| a.get(i + 1).cloned())
+}
+
+fn main() {
+    let threads: usize = arg("--threads").and_then(|s| s.parse().ok()).unwrap_or(2);
+    if let Some(p) = arg("--gateway-child") {
+        // The gateway process: `--threads 1` runs it on a single-threaded runtime.
+        let rt = if threads <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+        }
+        .expect("runtime");
+        rt.block_on(gateway_child(p.parse().expect("port")));
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(parent(threads));
+}
+
+async fn parent(threads: usize) {
+    let scale: u32 = arg("--scale").and_then(|s| s.parse().ok()).unwrap_or(1);
+    let (port, _mosq) = match arg("--broker-port") {
+        Some(p) => (p.parse().expect("port"), None),
+        None => {
+            let Some((p, child, dir)) = start_mosquitto() else {
+                eprintln!("mosquitto not found: install it or pass --broker-port");
+                std::process::exit(2);
+            };
+            (p, Some((KillOnDrop(child), dir)))
+        }
+    };
+    let exe = std::env::current_exe().expect("exe");
+    let mut child = tokio::process::Command::new(exe)
+        .arg("--gateway-child")
+        .arg(port.to_string())
+        .arg("--threads")
+        .arg(threads.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("gateway child");
+    let pid = child.id().unwrap_or(0);
+    let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = out.next_line().await.ok().flatten().unwrap_or_default();
+    let gw_port: u16 = line
+        .trim_start_matches("PORT ")
+        .parse()
+        .expect("gateway port");
+    let gw: SocketAddr = ([127, 0, 0, 1], gw_port).into();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    println!(
+        "gateway pid {pid} ({threads} runtime thread(s)), RSS at start {} KiB",
+        rss_kb(pid)
+    );
+
+    // QoS 0, 10 clients
+    let n0 = 10 * 3000 * scale;
+    let c0 = ceiling(
+        port,
+        "q0-ceiling",
+        n0 as usize,
+        rumqttc::QoS::AtMostOnce,
+        0.0,
+    )
+    .await;
+    c0.print();
+    through_gateway(port, gw, "q0-max", 10, 3000 * scale, Qos::Zero, 0.0)
+        .await
+        .print();
+    let paced = 0.8 * c0.rate;
+    let r = through_gateway(port, gw, "q0-at-80pct", 10, 3000 * scale, Qos::Zero, paced).await;
+    r.print();
+    println!(
+        "  -> QoS 0 at 80 % of the ceiling ({paced:.0} msg/s offered): {:.0} msg/s, {} lost",
+        r.rate,
+        r.sent - r.delivered
+    );
+
+    // QoS 1, 100 clients, one in flight each
+    let n1 = 100 * 100 * scale;
+    let c1 = ceiling(
+        port,
+        "q1-ceiling",
+        n1 as usize,
+        rumqttc::QoS::AtLeastOnce,
+        0.0,
+    )
+    .await;
+    c1.print();
+    let g1 = through_gateway(port, gw, "q1-100clients", 100, 100 * scale, Qos::One, 0.0).await;
+    g1.print();
+    println!(
+        "  -> QoS 1 through the gateway: {:.0} % of the ceiling",
+        100.0 * g1.rate / c1.rate.max(1.0)
+    );
+
+    // latency at 5000 msg/s
+    let d = ceiling(
+        port,
+        "lat-direct-5k",
+        15_000,
+        rumqttc::QoS::AtMostOnce,
+        5000.0,
+    )
+    .await;
+    d.print();
+    let g = through_gateway(port, gw, "lat-gateway-5k", 10, 1500, Qos::Zero, 5000.0).await;
+    g.print();
+    println!(
+        "  -> added latency at 5000 msg/s: p50 {:.2} ms, p99 {:.2} ms",
+        g.p50 - d.p50,
+        g.p99 - d.p99
+    );
+
+    // RSS with 1000 connected clients
+    let mut keep = Vec::new();
+    for i in 0..1000 {
+        if let Some(c) = SnClient::open(gw, &format!("idle-{i}"), &format!("load/idle/c{i}")).await
+        {
+            keep.push(c);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!(
+        "gateway RSS with {} connected clients: {} KiB",
+        keep.len(),
+        rss_kb(pid)
+    );
+    drop(child.stdin.take());
+    let _ = child.wait().await;
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
