@@ -5,6 +5,8 @@ pub mod clock;
 pub mod config;
 pub mod format;
 pub mod message;
+pub mod outbox;
 pub mod reading;
 pub mod sources;
 pub mod summary;
+pub mod upstream;

@@ -3,6 +3,7 @@
 //! one line in [`KINDS`].
 
 pub mod host;
+pub mod synthetic;
 
 use std::sync::Arc;
 
@@ -94,7 +95,7 @@ pub struct Kind {
 }
 
 /// The registry of source kinds.
-pub const KINDS: &[Kind] = &[host::KIND];
+pub const KINDS: &[Kind] = &[host::KIND, synthetic::KIND];
 
 /// All sources of a config and their catalog.
 pub struct Built {
