@@ -31,7 +31,12 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn msg(i: u64) -> Message {
-    Message::new(format!("bench/gw/t{}", i % 8), PAYLOAD.to_vec(), QoS::AtLeastOnce, false)
+    Message::new(
+        format!("bench/gw/t{}", i % 8),
+        PAYLOAD.to_vec(),
+        QoS::AtLeastOnce,
+        false,
+    )
 }
 
 /// Pushes `n` messages in `always` mode and waits until they are committed.
@@ -70,7 +75,11 @@ fn mosquitto() -> Option<Mosquitto> {
     let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
         .into_iter()
         .find(|p| Path::new(p).exists())?;
-    let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
     let dir = tempfile::tempdir().ok()?;
     let conf = dir.path().join("m.conf");
     std::fs::write(
@@ -153,7 +162,12 @@ async fn direct(port: u16, n: u64) -> Duration {
     for i in 0..n {
         let m = msg(i);
         client
-            .publish(m.topic, rumqttc::QoS::AtLeastOnce, false, m.payload.to_vec())
+            .publish(
+                m.topic,
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                m.payload.to_vec(),
+            )
             .await
             .expect("publish");
     }
@@ -234,11 +248,17 @@ fn summary() {
             let b = rt.block_on(direct(m.port, DRAIN_N));
             let ra = DRAIN_N as f64 / a.as_secs_f64();
             let rb = DRAIN_N as f64 / b.as_secs_f64();
-            println!("drain QoS 1: outbox {ra:.0} msg/s, direct rumqttc {rb:.0} msg/s, ratio {:.2}", ra / rb);
+            println!(
+                "drain QoS 1: outbox {ra:.0} msg/s, direct rumqttc {rb:.0} msg/s, ratio {:.2}",
+                ra / rb
+            );
             ratios.push(ra / rb);
         }
         ratios.sort_by(|a, b| a.total_cmp(b));
-        println!("drain ratio (median of 3): {:.2} (target >= 0.80)", ratios[1]);
+        println!(
+            "drain ratio (median of 3): {:.2} (target >= 0.80)",
+            ratios[1]
+        );
     }
     // Memory with a large backlog: 1 000 000 messages buffered with the link down.
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1,7 +1,7 @@
 //! The `edgebus` command line. Logic lives in the library; this file only parses arguments,
 //! sets up logging and maps results to exit codes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway.
+    /// Run the gateway (SIGTERM/SIGINT: graceful stop; SIGHUP: reload the device map).
     Run {
         #[arg(short, long, default_value = DEFAULT_PATH, env = "EDGEBUS_CONFIG")]
         config: PathBuf,
@@ -36,6 +36,36 @@ enum Command {
     Buffer {
         #[command(subcommand)]
         command: BufferCommand,
+    },
+    /// Bluetooth LE tools.
+    Ble {
+        #[command(subcommand)]
+        command: BleCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BleCommand {
+    /// List what is heard nearby, decoded, to help write the device map.
+    Scan {
+        /// Take the adapter and bind keys from this device map.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Adapter name, e.g. hci0 (default: the first).
+        #[arg(long)]
+        adapter: Option<String>,
+        /// How long to listen.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Read adverts from a replay file (`MAC RSSI HEX` lines) instead of the radio.
+        #[arg(long)]
+        replay: Option<PathBuf>,
+        /// Also append every advert heard to this replay file.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Print every advert, not only new and changed ones.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -52,10 +82,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => report(run(&config)),
+        Command::Run { config } => report(run(config)),
         Command::Buffer {
             command: BufferCommand::Stats { config },
         } => report(buffer_stats(&config)),
+        Command::Ble {
+            command:
+                BleCommand::Scan {
+                    config,
+                    adapter,
+                    duration,
+                    replay,
+                    record,
+                    all,
+                },
+        } => report(ble_scan(config, adapter, duration, replay, record, all)),
     }
 }
 
@@ -69,18 +110,16 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn check(file: &std::path::Path) -> ExitCode {
-    match Config::load(file) {
-        Ok(cfg) => match edgebus::sources::build_all(&cfg) {
-            Ok(built) => {
-                print!("{}", edgebus::summary::summary(&cfg, &built));
-                ExitCode::SUCCESS
-            }
-            Err(_) => {
-                eprintln!("{}: invalid", file.display());
-                ExitCode::FAILURE
-            }
-        },
+fn check(file: &Path) -> ExitCode {
+    match Config::load(file).map(|cfg| (edgebus::sources::build_all(&cfg), cfg)) {
+        Ok((Ok(built), cfg)) => {
+            print!("{}", edgebus::summary::summary(&cfg, &built));
+            ExitCode::SUCCESS
+        }
+        Ok((Err(_), _)) => {
+            eprintln!("{}: invalid", file.display());
+            ExitCode::FAILURE
+        }
         Err(ConfigError::Invalid(lines)) => {
             for l in &lines {
                 eprintln!("{l}");
@@ -99,13 +138,95 @@ fn check(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(file: &std::path::Path) -> anyhow::Result<()> {
-    let _ = Config::load(file)?;
-    anyhow::bail!("not wired yet")
+/// Logs to journald when started by systemd (structured fields survive), else to stderr:
+/// coloured on a terminal, plain otherwise. `RUST_LOG` overrides the level (default info).
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        registry
+            .with(journald.with_syslog_identifier("edgebus".into()))
+            .init();
+        return;
+    }
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    registry
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(tty)
+                .with_target(false),
+        )
+        .init();
 }
 
-fn buffer_stats(file: &std::path::Path) -> anyhow::Result<()> {
+fn run(config: PathBuf) -> anyhow::Result<()> {
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(edgebus::pipeline::run(config))?;
+    Ok(())
+}
+
+fn buffer_stats(file: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(file).with_context(|| format!("loading {}", file.display()))?;
-    let _ = cfg;
+    let s = edgebus::outbox::stats_from_file(&cfg.gateway.data_dir)
+        .with_context(|| format!("reading the outbox in {}", cfg.gateway.data_dir.display()))?;
+    let age = s
+        .oldest_age
+        .map(|a| {
+            humantime::format_duration(std::time::Duration::from_secs(a.as_secs())).to_string()
+        })
+        .unwrap_or_else(|| "-".into());
+    println!("depth: {}", s.depth);
+    println!("bytes: {}", s.bytes);
+    println!("oldest_age: {age}");
+    println!("on_disk: {}", s.on_disk);
+    println!(
+        "dropped: {} (max_bytes {}, max_age {})",
+        s.dropped, s.dropped_max_bytes, s.dropped_max_age
+    );
+    println!("next_seq: {}", s.next_seq);
+    Ok(())
+}
+
+fn ble_scan(
+    config: Option<PathBuf>,
+    adapter: Option<String>,
+    duration: std::time::Duration,
+    replay: Option<PathBuf>,
+    record: Option<PathBuf>,
+    all: bool,
+) -> anyhow::Result<()> {
+    use edgebus::sources::ble::scan::{ScanOptions, scan_and_print};
+    let mut opts = match &config {
+        Some(file) => {
+            let cfg = Config::load(file).with_context(|| format!("loading {}", file.display()))?;
+            ScanOptions::from_config(&cfg, duration)
+        }
+        None => ScanOptions {
+            duration,
+            ..Default::default()
+        },
+    };
+    if adapter.is_some() {
+        opts.adapter = adapter;
+    }
+    opts.replay = replay.or(opts.replay);
+    opts.record = record;
+    opts.all = all;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let n = runtime.block_on(async { scan_and_print(opts, &mut std::io::stdout()).await })?;
+    eprintln!("{n} device{} heard", if n == 1 { "" } else { "s" });
     Ok(())
 }

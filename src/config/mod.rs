@@ -20,7 +20,9 @@ pub use point::{DeviceCommon, Point, PointCommon};
 pub use secret::Secret;
 pub use units::{bytesize, duration};
 
-use sections::{BufferConfig, MqttSnConfig, UpstreamConfig};
+use crate::outbox::BufferConfig;
+use crate::upstream::UpstreamConfig;
+use sections::MqttSnConfig;
 
 /// Default location of the device map.
 pub const DEFAULT_PATH: &str = "/etc/edgebus/edgebus.yaml";
@@ -313,6 +315,13 @@ impl Config {
         });
         issues.extend(check_names(&buses, &devices));
         issues.extend(check_gateway(&gateway));
+        let located = |base: Path, list: Vec<(String, String)>| {
+            list.into_iter()
+                .map(move |(rel, msg)| ConfigIssue::new(base.join_str(&rel), msg))
+                .collect::<Vec<_>>()
+        };
+        issues.extend(located(root.key("upstream"), upstream.validate()));
+        issues.extend(located(root.key("buffer"), buffer.validate()));
 
         let mut config = Config {
             file: file.to_path_buf(),

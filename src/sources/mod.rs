@@ -2,7 +2,9 @@
 //! into [`SourceEvent`]s. Adding a kind of source means one module, its config types, and
 //! one line in [`KINDS`].
 
+pub mod ble;
 pub mod host;
+pub mod modbus;
 pub mod synthetic;
 
 use std::sync::Arc;
@@ -95,7 +97,7 @@ pub struct Kind {
 }
 
 /// The registry of source kinds.
-pub const KINDS: &[Kind] = &[host::KIND, synthetic::KIND];
+pub const KINDS: &[Kind] = &[host::KIND, synthetic::KIND, modbus::KIND, ble::KIND];
 
 /// All sources of a config and their catalog.
 pub struct Built {

@@ -1,0 +1,342 @@
+//! Wiring: sources -> formatter -> outbox -> upstream, downlink routing, reload and graceful
+//! shutdown. The one place that knows every part.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::format::Formatter;
+use crate::message::{Message, QoS};
+use crate::outbox::{Outbox, OutboxError};
+use crate::sources::{Command, SourceContext, SourceEvent};
+use crate::upstream::{Upstream, UpstreamHandle};
+
+/// Capacity of the channel from all sources to the formatter. Bounded so a flood from one
+/// source turns into back-pressure on that source, not into memory growth.
+const EVENT_QUEUE: usize = 4096;
+/// Writes waiting for one source; more are rejected (and counted) rather than queued.
+const COMMAND_QUEUE: usize = 64;
+/// How long sources get to stop before they are abandoned at shutdown or reload.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("outbox: {0}")]
+    Outbox(#[from] OutboxError),
+    #[error("upstream: {0}")]
+    Upstream(String),
+    #[error("cannot install signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// `…/{device}/{point}/set` topic -> (device, point, the owning source's command queue).
+type WriteMap = Arc<HashMap<String, (Arc<str>, Arc<str>, mpsc::Sender<Command>)>>;
+
+/// The running sources of one configuration generation, and the router that formats what
+/// they emit.
+struct Generation {
+    cancel: CancellationToken,
+    sources: Vec<JoinHandle<()>>,
+    router: JoinHandle<()>,
+    /// `{…}/{device}/{point}/set` -> the owning source's command queue.
+    writes: WriteMap,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    config: Config,
+    outbox: Outbox,
+    upstream: UpstreamHandle,
+    upstream_task: JoinHandle<()>,
+    upstream_cancel: CancellationToken,
+    generation: Generation,
+    downlink: JoinHandle<()>,
+    writes_tx: tokio::sync::watch::Sender<WriteMap>,
+    progress: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl Gateway {
+    /// Opens the outbox, connects upstream and starts every source.
+    pub async fn start(config: Config) -> Result<Gateway, PipelineError> {
+        let outbox = Outbox::open(&config.gateway.data_dir, &config.buffer)?;
+        let (upstream, handle) = Upstream::new(
+            &config.upstream,
+            format!("{}/status", config.base_topic()),
+            client_id(&config),
+            outbox.clone(),
+        )
+        .map_err(|e| PipelineError::Upstream(e.to_string()))?;
+        let upstream_cancel = CancellationToken::new();
+        let upstream_task = tokio::spawn(upstream.run(upstream_cancel.clone()));
+        let progress = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let generation = start_generation(&config, &outbox, &handle, &progress, started)?;
+        let (writes_tx, writes_rx) = tokio::sync::watch::channel(generation.writes.clone());
+        let downlink = tokio::spawn(route_downlink(handle.clone(), writes_rx));
+        tracing::info!(
+            gateway = %config.gateway.id,
+            data_dir = %config.gateway.data_dir.display(),
+            "gateway started"
+        );
+        Ok(Gateway {
+            config,
+            outbox,
+            upstream: handle,
+            upstream_task,
+            upstream_cancel,
+            generation,
+            downlink,
+            writes_tx,
+            progress,
+            started,
+        })
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    pub fn upstream(&self) -> &UpstreamHandle {
+        &self.upstream
+    }
+
+    /// Milliseconds since start at which the router last made progress (for the watchdog).
+    pub fn last_progress(&self) -> Duration {
+        Duration::from_millis(self.progress.load(Ordering::Relaxed))
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Applies a new configuration: sources are restarted, the outbox (and everything
+    /// buffered in it) is kept. Upstream and buffer changes need a restart; they are
+    /// reported and the old settings stay in force.
+    pub async fn reload(&mut self, new: Config) -> Result<(), PipelineError> {
+        if format!("{:?}", new.upstream) != format!("{:?}", self.config.upstream)
+            || format!("{:?}", new.buffer) != format!("{:?}", self.config.buffer)
+            || new.gateway.data_dir != self.config.gateway.data_dir
+        {
+            tracing::warn!(
+                "upstream, buffer or data_dir changed: these take effect after a restart"
+            );
+        }
+        let mut new = new;
+        new.upstream = self.config.upstream.clone();
+        new.buffer = self.config.buffer.clone();
+        new.gateway.data_dir = self.config.gateway.data_dir.clone();
+        stop_generation(std::mem::replace(
+            &mut self.generation,
+            start_generation(
+                &new,
+                &self.outbox,
+                &self.upstream,
+                &self.progress,
+                self.started,
+            )?,
+        ))
+        .await;
+        let _ = self.writes_tx.send(self.generation.writes.clone());
+        self.config = new;
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+
+    /// Graceful stop: sources stop, everything they emitted reaches the outbox, the
+    /// upstream says `offline`, and every unacknowledged message is committed to disk.
+    pub async fn shutdown(self) -> Result<(), PipelineError> {
+        stop_generation(self.generation).await;
+        self.downlink.abort();
+        self.upstream_cancel.cancel();
+        if tokio::time::timeout(STOP_GRACE, self.upstream_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("upstream did not stop in time");
+        }
+        self.outbox.close().await?;
+        tracing::info!("gateway stopped; unsent messages are on disk");
+        Ok(())
+    }
+}
+
+fn client_id(config: &Config) -> String {
+    format!("edgebus-{}", config.gateway.id)
+}
+
+fn start_generation(
+    config: &Config,
+    outbox: &Outbox,
+    upstream: &UpstreamHandle,
+    progress: &Arc<AtomicU64>,
+    started: Instant,
+) -> Result<Generation, PipelineError> {
+    let built = crate::sources::build_all(config)
+        .map_err(|issues| ConfigError::Invalid(issues.iter().map(|i| i.to_string()).collect()))?;
+    let formatter = Formatter::new(config, &built.catalog);
+    let cancel = CancellationToken::new();
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let mut writes = HashMap::new();
+    let mut sources = Vec::new();
+    for b in built.sources {
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        for e in b.catalog.iter().filter(|e| e.point.writable) {
+            let topic = format!("{}/set", formatter.topic_of(&e.device, &e.point.name));
+            upstream.subscribe(topic.clone(), QoS::AtLeastOnce);
+            writes.insert(
+                topic,
+                (
+                    e.device.clone(),
+                    Arc::from(e.point.name.as_str()),
+                    cmd_tx.clone(),
+                ),
+            );
+        }
+        let name = b.source.name().to_string();
+        let ctx = SourceContext {
+            events: events_tx.clone(),
+            commands: cmd_rx,
+            shutdown: cancel.child_token(),
+        };
+        let fut = b.source.run(ctx);
+        sources.push(tokio::spawn(async move {
+            fut.await;
+            tracing::debug!(source = %name, "source stopped");
+        }));
+    }
+    drop(events_tx);
+    let router = tokio::spawn(route_events(
+        events_rx,
+        formatter,
+        outbox.clone(),
+        progress.clone(),
+        started,
+    ));
+    Ok(Generation {
+        cancel,
+        sources,
+        router,
+        writes: Arc::new(writes),
+    })
+}
+
+async fn stop_generation(g: Generation) {
+    g.cancel.cancel();
+    for s in g.sources {
+        let abort = s.abort_handle();
+        if tokio::time::timeout(STOP_GRACE, s).await.is_err() {
+            tracing::warn!("a source did not stop in time; abandoning it");
+            abort.abort();
+        }
+    }
+    // The router ends once every sender is gone and the queue is drained.
+    let _ = tokio::time::timeout(STOP_GRACE, g.router).await;
+}
+
+/// Formats every event and hands it to the outbox. Exits when all sources are gone.
+async fn route_events(
+    mut rx: mpsc::Receiver<SourceEvent>,
+    mut formatter: Formatter,
+    outbox: Outbox,
+    progress: Arc<AtomicU64>,
+    started: Instant,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let ev = tokio::select! {
+            ev = rx.recv() => match ev { Some(ev) => ev, None => return },
+            _ = tick.tick() => {
+                progress.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                continue;
+            }
+        };
+        let msg: Option<Message> = match &ev {
+            SourceEvent::Reading(r) => {
+                metrics::counter!("edgebus_readings_total", "device" => r.device.to_string())
+                    .increment(1);
+                formatter.format(r)
+            }
+            SourceEvent::Availability { device, online } => {
+                Some(formatter.availability(device, *online))
+            }
+            SourceEvent::Publish {
+                topic,
+                payload,
+                qos,
+                retain,
+            } => Some(formatter.relative(topic, payload.clone(), *qos, *retain)),
+        };
+        if let Some(msg) = msg
+            && let Err(e) = outbox.push(msg).await
+        {
+            metrics::counter!("edgebus_outbox_push_errors_total").increment(1);
+            tracing::error!(error = %e, "outbox refused a message");
+        }
+        progress.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Routes broker messages to the sources that own the written points.
+async fn route_downlink(upstream: UpstreamHandle, writes: tokio::sync::watch::Receiver<WriteMap>) {
+    let mut incoming = upstream.incoming();
+    while let Some(m) = incoming.recv().await {
+        let map = writes.borrow().clone();
+        let Some((device, point, tx)) = map.get(&m.topic) else {
+            continue;
+        };
+        let cmd = Command {
+            device: device.clone(),
+            point: point.clone(),
+            payload: m.payload.clone(),
+            retained: m.retain,
+        };
+        if tx.try_send(cmd).is_err() {
+            metrics::counter!("edgebus_commands_rejected_total", "device" => device.to_string())
+                .increment(1);
+            tracing::warn!(device = %device, point = %point, "write rejected: too many writes waiting for this device");
+        }
+    }
+}
+
+/// Runs the gateway until SIGTERM/SIGINT, reloading on SIGHUP. The process entry point.
+pub async fn run(config_path: std::path::PathBuf) -> Result<(), PipelineError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let config = Config::load(&config_path)?;
+    let mut gw = Gateway::start(config).await?;
+    let mut term = signal(SignalKind::terminate()).map_err(PipelineError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(PipelineError::Signal)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(PipelineError::Signal)?;
+    crate::service::notify_ready();
+    let mut watchdog = crate::service::Watchdog::from_env();
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                crate::service::notify_reloading();
+                match Config::load(&config_path) {
+                    Ok(new) => if let Err(e) = gw.reload(new).await {
+                        tracing::error!(error = %e, "reload failed; the previous configuration keeps running");
+                    },
+                    Err(e) => tracing::error!("reload rejected, the previous configuration keeps running:\n{e}"),
+                }
+                crate::service::notify_ready();
+            }
+            _ = watchdog.tick() => {
+                watchdog.ping_if_alive(gw.uptime().saturating_sub(gw.last_progress()));
+            }
+        }
+    }
+    tracing::info!("stopping");
+    crate::service::notify_stopping();
+    gw.shutdown().await
+}
