@@ -193,8 +193,14 @@ impl Gateway {
     }
 }
 
+/// The MQTT client id: `upstream.client_id`, else the gateway id (unique per gateway, so a
+/// fleet can share one broker).
 fn client_id(config: &Config) -> String {
-    format!("edgebus-{}", config.gateway.id)
+    config
+        .upstream
+        .client_id
+        .clone()
+        .unwrap_or_else(|| config.gateway.id.clone())
 }
 
 fn start_generation(
