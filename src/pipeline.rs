@@ -340,11 +340,13 @@ async fn route_downlink(upstream: UpstreamHandle, writes: tokio::sync::watch::Re
 /// Runs the gateway until SIGTERM/SIGINT, reloading on SIGHUP. The process entry point.
 pub async fn run(config_path: std::path::PathBuf) -> Result<(), PipelineError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let config = Config::load(&config_path)?;
-    let mut gw = Gateway::start(config).await?;
+    // Handlers first: a stop that arrives while the outbox opens is then a graceful stop
+    // once start-up completes, not the default action killing the process half-way.
     let mut term = signal(SignalKind::terminate()).map_err(PipelineError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(PipelineError::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(PipelineError::Signal)?;
+    let config = Config::load(&config_path)?;
+    let mut gw = Gateway::start(config).await?;
     crate::service::notify_ready();
     let mut watchdog = crate::service::Watchdog::from_env();
     loop {

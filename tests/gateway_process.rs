@@ -66,6 +66,13 @@ fn depth(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+fn online_count(lines: &[(String, String)]) -> usize {
+    lines
+        .iter()
+        .filter(|(t, p)| t == "t/gw/status" && p == "online")
+        .count()
+}
+
 fn values(rec: &Recorder) -> Vec<u64> {
     rec.payloads(TOPIC)
         .iter()
@@ -137,7 +144,14 @@ fn kill_9_during_drain_loses_nothing_and_keeps_the_file_sound() {
             .expect("integrity_check");
         assert_eq!(check, "ok", "integrity after kill {i}");
     }
+    let online_before = online_count(&rec.lines.lock().expect("lock"));
     let mut gw = spawn(&drain_cfg);
+    // The earlier runs may already have drained everything: wait until this one is up (its
+    // `online`) so the SIGTERM below tests a graceful stop, not a half-started process.
+    assert!(
+        rec.wait_for(Duration::from_secs(20), |l| online_count(l) > online_before),
+        "the last gateway connects"
+    );
     let all = rec.wait_for(Duration::from_secs(60), |l| {
         let mut seen = std::collections::HashSet::new();
         for (t, p) in l.iter().filter(|(t, _)| t == TOPIC) {
