@@ -103,6 +103,7 @@ pub fn build_source(
                 device: rt.name.clone(),
                 point,
                 path: d.path.key("points").index(i),
+                kind: Default::default(),
             });
         }
         rts.push(rt);
