@@ -77,6 +77,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     // Serial.
     ("edgebus_serial_readings_total", C, "Readings parsed from serial lines, per bus and device."),
     ("edgebus_serial_garbage_total", C, "Serial lines or values that could not be used, by reason."),
+    ("edgebus_serial_request_seconds", H, "Polled serial devices: time from request to the first reply line, per bus."),
     ("edgebus_serial_poll_timeouts_total", C, "Polled serial devices that did not answer in time."),
     ("edgebus_serial_port_errors_total", C, "Serial port open or I/O errors, per bus."),
     // Bluetooth LE.

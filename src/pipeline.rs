@@ -175,15 +175,17 @@ impl Gateway {
     }
 
     /// Applies a new configuration: sources are restarted, the outbox (and everything
-    /// buffered in it) is kept. Upstream and buffer changes need a restart; they are
-    /// reported and the old settings stay in force.
+    /// buffered in it) is kept, Home Assistant discovery is published again. Upstream,
+    /// buffer and metrics changes need a restart; they are reported and the old settings
+    /// stay in force.
     pub async fn reload(&mut self, new: Config) -> Result<(), PipelineError> {
         if format!("{:?}", new.upstream) != format!("{:?}", self.config.upstream)
             || format!("{:?}", new.buffer) != format!("{:?}", self.config.buffer)
             || new.gateway.data_dir != self.config.gateway.data_dir
+            || format!("{:?}", new.metrics) != format!("{:?}", self.config.metrics)
         {
             tracing::warn!(
-                "upstream, buffer or data_dir changed: these take effect after a restart"
+                "upstream, buffer, metrics or data_dir changed: these take effect after a restart"
             );
         }
         let mut new = new;
