@@ -49,7 +49,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("edgebus_outbox_dropped_total", C, "Messages dropped by a buffer limit, by reason."),
     ("edgebus_outbox_spilled_total", C, "Messages written to disk."),
     ("edgebus_outbox_acked_total", C, "Messages removed from the outbox after the broker acknowledged them."),
-    ("edgebus_outbox_congestion_total", C, "Pushes that had to wait because the in-memory queue was full."),
+    ("edgebus_outbox_congestion_total", C, "Messages refused because the outbox was at max_bytes and the producer may not evict (MQTT-SN publishes)."),
     ("edgebus_outbox_push_errors_total", C, "Messages the outbox refused."),
     ("edgebus_outbox_read_errors_total", C, "Failed reads of the on-disk backlog."),
     ("edgebus_outbox_quarantined_total", C, "Unreadable rows moved aside."),
@@ -68,7 +68,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     // Modbus.
     ("edgebus_modbus_requests_total", C, "Modbus requests, per bus, device and function code."),
     ("edgebus_modbus_request_seconds", H, "Modbus request latency per bus."),
-    ("edgebus_modbus_errors_total", C, "Modbus errors per bus, device and kind (timeout, exception, io, decode)."),
+    ("edgebus_modbus_errors_total", C, "Modbus errors per bus, device and kind (timeout, exception, io, protocol, short, not_connected, decode)."),
     ("edgebus_modbus_retries_total", C, "Modbus requests retried."),
     ("edgebus_modbus_connects_total", C, "Modbus connections opened, per bus."),
     ("edgebus_modbus_connect_failures_total", C, "Modbus connections that could not be opened, per bus."),
@@ -88,7 +88,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("edgebus_ble_throttled_total", C, "BLE readings held back by the per-device rate limit."),
     ("edgebus_ble_unknown_dropped_total", C, "Advertisements of unknown devices dropped."),
     ("edgebus_ble_gatt_errors_total", C, "GATT connect, read or decode errors."),
-    ("edgebus_ble_unavailable_total", C, "Times the Bluetooth adapter was unavailable."),
+    ("edgebus_ble_unavailable_total", C, "Failed attempts to start scanning (adapter missing or down)."),
     ("edgebus_ble_watchdog_recoveries_total", C, "Scan recoveries by the watchdog, by action."),
     ("edgebus_ble_replay_bad_lines_total", C, "Unusable lines in a BLE replay file."),
     // MQTT-SN.
