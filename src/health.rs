@@ -41,8 +41,9 @@ struct DeviceState {
     last_success: Option<Instant>,
 }
 
-/// What each device of the current map last reported. Fed by the router, read by the
-/// monitor and at shutdown.
+/// What each device of the map last reported. Fed by the router, read by the monitor and
+/// at shutdown. Only devices of the map are tracked: names a source makes up at run time
+/// (unmapped BLE sensors) would otherwise grow it without bound.
 #[derive(Debug)]
 pub struct DeviceBoard {
     started: Instant,
@@ -70,8 +71,16 @@ impl DeviceBoard {
         }
     }
 
-    /// Makes the board list exactly `names` (at start and reload); returns the devices that
-    /// were removed, so they can be marked offline.
+    /// Starts tracking `names` (before their sources run, so no first event is missed).
+    pub fn add(&self, names: &[Arc<str>]) {
+        let mut d = lock(&self.devices);
+        for n in names {
+            d.entry(n.clone()).or_default();
+        }
+    }
+
+    /// Makes the board list exactly `names` (after a reload stopped the old sources);
+    /// returns the devices that were removed, so they can be marked offline.
     pub fn set_devices(&self, names: &[Arc<str>]) -> Vec<Arc<str>> {
         let mut d = lock(&self.devices);
         let removed: Vec<Arc<str>> = d.keys().filter(|k| !names.contains(k)).cloned().collect();
@@ -86,19 +95,15 @@ impl DeviceBoard {
     }
 
     pub fn reading(&self, device: &Arc<str>, good: bool) {
-        if good {
-            lock(&self.devices)
-                .entry(device.clone())
-                .or_default()
-                .last_success = Some(Instant::now());
+        if good && let Some(s) = lock(&self.devices).get_mut(device) {
+            s.last_success = Some(Instant::now());
         }
     }
 
     pub fn availability(&self, device: &Arc<str>, online: bool) {
-        lock(&self.devices)
-            .entry(device.clone())
-            .or_default()
-            .online = Some(online);
+        if let Some(s) = lock(&self.devices).get_mut(device) {
+            s.online = Some(online);
+        }
     }
 
     pub fn snapshot(&self) -> Vec<DeviceView> {
@@ -304,7 +309,9 @@ mod tests {
         let b = DeviceBoard::new(Instant::now());
         let a: Arc<str> = Arc::from("a");
         let c: Arc<str> = Arc::from("c");
+        b.add(&[a.clone(), c.clone()]);
         assert!(b.set_devices(&[a.clone(), c.clone()]).is_empty());
+        b.availability(&Arc::from("not-in-the-map"), true);
         b.availability(&a, true);
         b.availability(&c, false);
         b.reading(&a, true);

@@ -97,9 +97,9 @@ impl Gateway {
             tracing::error!(error = %e, "metrics endpoint not started");
         }
         let board = Arc::new(DeviceBoard::new(started));
+        board.add(&device_names(&config));
         let generation =
             start_generation(&config, &outbox, &handle, &progress, started, &board).await?;
-        sync_devices(&config, &board, &outbox).await;
         let monitor_cancel = CancellationToken::new();
         let monitor = Monitor {
             gateway: config.gateway.id.clone(),
@@ -194,6 +194,7 @@ impl Gateway {
         new.gateway.data_dir = self.config.gateway.data_dir.clone();
         new.mqttsn = self.config.mqttsn.clone();
         new.metrics = self.config.metrics.clone();
+        self.board.add(&device_names(&new));
         let next = start_generation(
             &new,
             &self.outbox,
@@ -202,7 +203,10 @@ impl Gateway {
             self.started,
             &self.board,
         )
-        .await?;
+        .await
+        .inspect_err(|_| {
+            self.board.set_devices(&device_names(&self.config));
+        })?;
         stop_generation(std::mem::replace(&mut self.generation, next)).await;
         let _ = self.writes_tx.send(self.generation.writes.clone());
         // After the old sources stopped, so none of them can say `online` again.
@@ -261,17 +265,21 @@ fn client_id(config: &Config) -> String {
         .unwrap_or_else(|| config.gateway.id.clone())
 }
 
-/// Makes the board list the enabled devices of `config`; devices that left the map are
-/// marked `offline`, so their availability topic does not say `online` forever.
-async fn sync_devices(config: &Config, board: &DeviceBoard, outbox: &Outbox) {
-    let names: Vec<Arc<str>> = config
+/// The enabled devices of a map.
+fn device_names(config: &Config) -> Vec<Arc<str>> {
+    config
         .devices
         .iter()
         .filter(|d| d.common.enabled)
         .map(|d| Arc::from(d.common.name.as_str()))
-        .collect();
+        .collect()
+}
+
+/// Makes the board list the enabled devices of `config`; devices that left the map are
+/// marked `offline`, so their availability topic does not say `online` forever.
+async fn sync_devices(config: &Config, board: &DeviceBoard, outbox: &Outbox) {
     let f = Formatter::new(config, &[]);
-    for gone in board.set_devices(&names) {
+    for gone in board.set_devices(&device_names(config)) {
         tracing::info!(device = %gone, "device removed from the map; marked offline");
         if let Err(e) = outbox.push(f.availability(&gone, false)).await {
             tracing::warn!(device = %gone, error = %e, "offline availability not queued");
