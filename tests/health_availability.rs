@@ -57,7 +57,16 @@ async fn health_summary_is_published_retained_and_tells_the_state() {
     assert_eq!(last["gateway"], "gw");
     assert_eq!(last["version"], env!("CARGO_PKG_VERSION"));
     assert!(last["uptime_s"].as_u64().unwrap() >= first["uptime_s"].as_u64().unwrap());
-    assert!(last["clock_synced"].is_boolean());
+    // The clock rule (default `kernel`): the summary and every reading agree with adjtimex.
+    let synced = edgebus::clock::kernel_synced();
+    assert_eq!(last["clock_synced"], synced);
+    let reading: serde_json::Value =
+        serde_json::from_str(rec.payloads("plant/gw/a/counter").last().unwrap()).unwrap();
+    assert_eq!(
+        reading.get("clock").is_none(),
+        synced,
+        "readings are flagged exactly while the clock is unsynchronised: {reading}"
+    );
     assert_eq!(last["devices"]["offline"], 0);
     assert_eq!(last["upstream"]["connected"], true);
     assert!(last["upstream"]["connects"].as_u64().unwrap() >= 1);
