@@ -119,6 +119,20 @@ const SENSOR_CLASSES: &[&str] = &[
     "data_size",
 ];
 
+/// Units HA accepts for a device class (for the classes a numeric point may get).
+fn units_for(class: &str) -> &'static [&'static str] {
+    match class {
+        "temperature" => &["°C", "°F", "K"],
+        "voltage" => &["V", "mV", "kV"],
+        "current" => &["A", "mA"],
+        "power" => &["W", "kW", "MW"],
+        "energy" => &["Wh", "kWh", "MWh"],
+        "humidity" | "battery" => &["%"],
+        "pressure" => &["Pa", "hPa", "kPa", "bar", "mbar", "psi"],
+        _ => &[],
+    }
+}
+
 fn empty(p: &str) -> bool {
     p.is_empty() || p == "(null)"
 }
@@ -210,6 +224,12 @@ async fn discovery_matches_the_schema_and_the_data() {
             match component.as_str() {
                 "binary_sensor" => assert_eq!(dc, "connectivity"),
                 _ => assert!(SENSOR_CLASSES.contains(&dc), "{topic}: device_class {dc}"),
+            }
+            if let Some(unit) = v.get("unit_of_measurement").and_then(Value::as_str) {
+                assert!(
+                    units_for(dc).contains(&unit),
+                    "{topic}: {unit} is not a {dc} unit"
+                );
             }
         }
         if let Some(av) = v.get("availability") {

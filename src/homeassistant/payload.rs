@@ -32,12 +32,14 @@ pub fn ha_id(s: &str) -> String {
         .collect()
 }
 
-/// Device class and state class for a unit, following HA's sensor device classes.
+/// Device class and state class for a unit, following HA's sensor device classes. Only
+/// units HA accepts for the class are mapped (HA rejects `temperature` in `degC`); a unit
+/// shared by several classes (µg/m³: PM2.5 or PM10) gets none.
 pub fn classes_for_unit(unit: &str) -> (Option<&'static str>, Option<&'static str>) {
     let m = Some("measurement");
     let total = Some("total_increasing");
     match unit {
-        "°C" | "°F" | "K" | "C" | "degC" => (Some("temperature"), m),
+        "°C" | "°F" | "K" => (Some("temperature"), m),
         "V" | "mV" | "kV" => (Some("voltage"), m),
         "A" | "mA" => (Some("current"), m),
         "W" | "kW" | "MW" => (Some("power"), m),
@@ -45,11 +47,10 @@ pub fn classes_for_unit(unit: &str) -> (Option<&'static str>, Option<&'static st
         "var" | "kvar" => (Some("reactive_power"), m),
         "Wh" | "kWh" | "MWh" => (Some("energy"), total),
         "Hz" => (Some("frequency"), m),
-        "%" | "%RH" => (Some("humidity"), m),
+        "%" => (Some("humidity"), m),
         "hPa" | "Pa" | "kPa" | "bar" | "mbar" | "psi" => (Some("pressure"), m),
         "lx" => (Some("illuminance"), m),
         "ppm" => (Some("carbon_dioxide"), m),
-        "µg/m³" => (Some("pm25"), m),
         "m³" | "L" => (Some("volume"), total),
         "m³/h" | "L/min" => (Some("volume_flow_rate"), m),
         "dBm" => (Some("signal_strength"), m),
