@@ -26,10 +26,10 @@ const EVENT_QUEUE: usize = 4096;
 const COMMAND_QUEUE: usize = 64;
 /// How long sources get to stop before they are abandoned at shutdown or reload.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// At shutdown, how long the `offline` availability messages get to reach a connected broker
-/// before the connection closes (they stay in the outbox otherwise, and go out next start).
+/// At shutdown, how long the `offline` availability messages get to reach the broker before
+/// the connection closes.
 const GOODBYE_GRACE: Duration = Duration::from_secs(2);
-/// Above this many queued messages, shutdown does not wait for the `offline` messages.
+/// Above this many queued messages, shutdown does not publish device `offline` messages.
 const GOODBYE_BACKLOG: u64 = 256;
 
 #[derive(Debug, thiserror::Error)]
@@ -228,20 +228,7 @@ impl Gateway {
         }
         stop_generation(self.generation).await;
         self.downlink.abort();
-        let f = Formatter::new(&self.config, &[]);
-        let backlog = self.outbox.stats().depth;
-        for d in self.board.snapshot() {
-            if let Err(e) = self.outbox.push(f.availability(&d.name, false)).await {
-                tracing::warn!(device = %d.name, error = %e, "offline availability not queued");
-            }
-        }
-        // Behind a real backlog they would not make it in time anyway: no waiting then.
-        if self.upstream.status().connected && backlog <= GOODBYE_BACKLOG {
-            let t0 = Instant::now();
-            while self.outbox.stats().depth > 0 && t0.elapsed() < GOODBYE_GRACE {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        say_devices_offline(&self.config, &self.board, &self.outbox, &self.upstream).await;
         self.upstream_cancel.cancel();
         if tokio::time::timeout(STOP_GRACE, self.upstream_task)
             .await
@@ -252,6 +239,35 @@ impl Gateway {
         self.outbox.close().await?;
         tracing::info!("gateway stopped; unsent messages are on disk");
         Ok(())
+    }
+}
+
+/// Publishes `offline` for every device not already offline, when that can reach the broker
+/// now: connected, and not behind a backlog. Otherwise nothing is queued: the messages would
+/// arrive after the next start's fresh availability or after a long drain, stale either way,
+/// and the gateway's own status (its last will) already says `offline` to anyone watching.
+async fn say_devices_offline(
+    config: &Config,
+    board: &DeviceBoard,
+    outbox: &Outbox,
+    upstream: &UpstreamHandle,
+) {
+    let backlog = outbox.stats().depth;
+    if !upstream.status().connected || backlog > GOODBYE_BACKLOG {
+        return;
+    }
+    let f = Formatter::new(config, &[]);
+    for d in board.snapshot() {
+        if d.online == Some(false) {
+            continue;
+        }
+        if let Err(e) = outbox.push(f.availability(&d.name, false)).await {
+            tracing::warn!(device = %d.name, error = %e, "offline availability not queued");
+        }
+    }
+    let t0 = Instant::now();
+    while outbox.stats().depth > 0 && t0.elapsed() < GOODBYE_GRACE {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

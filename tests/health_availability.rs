@@ -11,9 +11,12 @@ use support::{Mosquitto, Recorder, free_port, have_mosquitto};
 fn map(data: &std::path::Path, url: &str, devices: &[&str]) -> String {
     let mut y = format!(
         "gateway: {{id: gw, data_dir: {}}}\nupstream: {{url: '{url}', topic_prefix: plant}}\n\
-         metrics: {{health_interval: 1s}}\ndevices:\n",
+         metrics: {{health_interval: 1s}}\n",
         data.display()
     );
+    if !devices.is_empty() {
+        y.push_str("devices:\n");
+    }
     for d in devices {
         y.push_str(&format!(
             "  - {{name: {d}, type: synthetic, poll: 200ms}}\n"
@@ -124,4 +127,40 @@ async fn devices_say_online_at_start_and_offline_when_removed_or_stopped() {
     );
     assert!(!rec.payloads(b).ends_with(&["online".to_string()]));
     assert_eq!(retained(broker.port, a), "offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_stale_offline_is_queued_when_stopping_during_an_outage() {
+    if !have_mosquitto() {
+        return;
+    }
+    let mut broker = Mosquitto::start(free_port());
+    let rec = Recorder::start(broker.port, "plant/gw/#");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let gw = start(dir.path(), &map(&data, &broker.url(), &["a"])).await;
+    let a = "plant/gw/a/availability";
+    wait_until(30, "a online", || rec.payloads(a) == ["online"]).await;
+    broker.stop();
+    wait_until(30, "disconnected with readings buffered", || {
+        !gw.upstream().status().connected && gw.outbox().stats().depth >= 3
+    })
+    .await;
+    gw.shutdown().await.unwrap();
+
+    // Next start, without `a`: the backlog drains and holds no `offline` for it.
+    drop(rec);
+    broker.restart();
+    let rec = Recorder::start(broker.port, "plant/gw/#");
+    let gw = start(dir.path(), &map(&data, &broker.url(), &[])).await;
+    wait_until(30, "backlog delivered", || {
+        gw.upstream().status().connected && gw.outbox().stats().depth == 0
+    })
+    .await;
+    assert!(
+        !rec.payloads("plant/gw/a/counter").is_empty(),
+        "readings buffered during the outage arrive"
+    );
+    assert!(rec.payloads(a).is_empty(), "{:?}", rec.payloads(a));
+    gw.shutdown().await.unwrap();
 }
