@@ -108,6 +108,7 @@ const SENSOR_CLASSES: &[&str] = &[
     "frequency",
     "humidity",
     "battery",
+    "moisture",
     "pressure",
     "illuminance",
     "carbon_dioxide",
@@ -127,7 +128,7 @@ fn units_for(class: &str) -> &'static [&'static str] {
         "current" => &["A", "mA"],
         "power" => &["W", "kW", "MW"],
         "energy" => &["Wh", "kWh", "MWh"],
-        "humidity" | "battery" => &["%"],
+        "humidity" | "battery" | "moisture" => &["%"],
         "pressure" => &["Pa", "hPa", "kPa", "bar", "mbar", "psi"],
         _ => &[],
     }

@@ -47,7 +47,8 @@ pub fn classes_for_unit(unit: &str) -> (Option<&'static str>, Option<&'static st
         "var" | "kvar" => (Some("reactive_power"), m),
         "Wh" | "kWh" | "MWh" => (Some("energy"), total),
         "Hz" => (Some("frequency"), m),
-        "%" => (Some("humidity"), m),
+        // Humidity, battery, CPU load, valve position …: the point's name decides.
+        "%" => (None, m),
         "hPa" | "Pa" | "kPa" | "bar" | "mbar" | "psi" => (Some("pressure"), m),
         "lx" => (Some("illuminance"), m),
         "ppm" => (Some("carbon_dioxide"), m),
@@ -57,6 +58,20 @@ pub fn classes_for_unit(unit: &str) -> (Option<&'static str>, Option<&'static st
         "s" | "min" | "h" => (Some("duration"), m),
         "B" | "kB" | "MB" | "GB" => (Some("data_size"), m),
         _ => (None, m),
+    }
+}
+
+/// The device class of a `%` point, from words in its name.
+pub fn percent_class(name: &str) -> Option<&'static str> {
+    let n = name.to_ascii_lowercase();
+    if n.contains("hum") || n == "rh" {
+        Some("humidity")
+    } else if n.contains("batt") {
+        Some("battery")
+    } else if n.contains("moist") {
+        Some("moisture")
+    } else {
+        None
     }
 }
 
@@ -220,8 +235,8 @@ impl<'a> Context<'a> {
                 if let (true, Some(unit)) = (numeric, point.unit.as_deref()) {
                     m.insert("unit_of_measurement".into(), json!(unit));
                     let (mut dc, sc) = classes_for_unit(unit);
-                    if unit == "%" && point.name.to_ascii_lowercase().contains("batt") {
-                        dc = Some("battery");
+                    if unit == "%" {
+                        dc = percent_class(&point.name);
                     }
                     if let Some(dc) = dc {
                         m.insert("device_class".into(), json!(dc));
@@ -287,7 +302,11 @@ mod tests {
             classes_for_unit("kWh"),
             (Some("energy"), Some("total_increasing"))
         );
-        assert_eq!(classes_for_unit("%").0, Some("humidity"));
+        assert_eq!(classes_for_unit("%"), (None, Some("measurement")));
+        assert_eq!(percent_class("humidity"), Some("humidity"));
+        assert_eq!(percent_class("battery_level"), Some("battery"));
+        assert_eq!(percent_class("soil_moisture"), Some("moisture"));
+        assert_eq!(percent_class("memory_used"), None);
         assert_eq!(classes_for_unit("hPa").0, Some("pressure"));
         assert_eq!(classes_for_unit("W").0, Some("power"));
         assert_eq!(classes_for_unit("V").0, Some("voltage"));
