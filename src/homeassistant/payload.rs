@@ -286,6 +286,42 @@ pub fn announcements(
 mod tests {
     use super::*;
 
+    fn entry(point: &str, unit: Option<&str>, kind: ValueKind, writable: bool) -> CatalogEntry {
+        CatalogEntry {
+            device: "d".into(),
+            point: crate::config::PointCommon {
+                name: point.into(),
+                unit: unit.map(str::to_string),
+                writable,
+                ..Default::default()
+            },
+            path: crate::config::Path::root(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn raw_payloads_have_no_template_and_text_no_state_class() {
+        let yaml = "gateway: {id: gw, payload: raw}\nupstream: {topic_prefix: p}\n";
+        let cfg = Config::from_text(std::path::Path::new("m.yaml"), yaml, &|_| None).unwrap();
+        let catalog = [
+            entry("fix", None, ValueKind::Text, false),
+            entry("relay", None, ValueKind::Bool, true),
+        ];
+        let f = Formatter::new(&cfg, &catalog);
+        let ctx = Context::new(&cfg, "ha");
+        let text = ctx.point_entity(&catalog[0], &f);
+        assert_eq!(text.topic, "ha/sensor/gw/d_fix/config");
+        assert_eq!(text.payload["state_topic"], "p/gw/d/fix");
+        assert!(text.payload.get("value_template").is_none());
+        assert!(text.payload.get("state_class").is_none());
+        let relay = ctx.point_entity(&catalog[1], &f);
+        assert_eq!(relay.topic, "ha/switch/gw/d_relay/config");
+        assert_eq!(relay.payload["command_topic"], "p/gw/d/relay/set");
+        assert_eq!(relay.payload["state_on"], "true");
+        assert!(relay.payload.get("value_template").is_none());
+    }
+
     #[test]
     fn ids_are_sanitised() {
         assert_eq!(ha_id("pi.boiler-room_1"), "pi_boiler-room_1");
