@@ -272,6 +272,10 @@ async fn discovery_matches_the_schema_and_the_data() {
     assert_eq!(kind("pump"), "switch");
     assert_eq!(kind("alarm"), "binary_sensor");
     assert_eq!(kind("counter"), "sensor");
+    assert!(
+        by_name["counter"].1.get("state_class").is_none(),
+        "no unit, type unknown"
+    );
     assert_eq!(kind("Status"), "binary_sensor");
 
     // Every availability topic says `online`, and every state topic receives data that its

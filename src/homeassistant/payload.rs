@@ -244,7 +244,11 @@ impl<'a> Context<'a> {
                     if let Some(sc) = sc {
                         m.insert("state_class".into(), json!(sc));
                     }
-                } else if numeric {
+                } else if matches!(kind, ValueKind::NumberRange { .. }) {
+                    // Without a unit only a known numeric type is sure to be a number: a
+                    // source may publish text or booleans on a point it calls a number
+                    // (an iBeacon UUID, a BTHome door contact), and HA rejects those
+                    // states on a sensor with a state class.
                     m.insert("state_class".into(), json!("measurement"));
                 }
                 match (kind, writable) {
