@@ -217,8 +217,8 @@ impl Gateway {
     }
 
     /// Graceful stop: sources stop, everything they emitted reaches the outbox, every
-    /// device and then the upstream say `offline`, and every unacknowledged message is
-    /// committed to disk.
+    /// device (when the broker is reachable now) and then the upstream say `offline`, and
+    /// every unacknowledged message is committed to disk.
     pub async fn shutdown(self) -> Result<(), PipelineError> {
         self.monitor.0.cancel();
         let _ = self.monitor.1.await;
