@@ -4,7 +4,10 @@
 pub mod clock;
 pub mod config;
 pub mod format;
+pub mod health;
+pub mod homeassistant;
 pub mod message;
+pub mod metrics;
 pub mod mqttsn;
 pub mod outbox;
 pub mod pipeline;

@@ -12,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::format::Formatter;
+use crate::health::{DeviceBoard, Monitor};
 use crate::message::{Message, QoS};
 use crate::outbox::{Outbox, OutboxError};
+use crate::reading::Quality;
 use crate::sources::{Command, SourceContext, SourceEvent};
 use crate::upstream::{Upstream, UpstreamHandle};
 
@@ -24,6 +26,11 @@ const EVENT_QUEUE: usize = 4096;
 const COMMAND_QUEUE: usize = 64;
 /// How long sources get to stop before they are abandoned at shutdown or reload.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// At shutdown, how long the `offline` availability messages get to reach the broker before
+/// the connection closes.
+const GOODBYE_GRACE: Duration = Duration::from_secs(2);
+/// Above this many queued messages, shutdown does not publish device `offline` messages.
+const GOODBYE_BACKLOG: u64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -63,6 +70,9 @@ pub struct Gateway {
     writes_tx: tokio::sync::watch::Sender<WriteMap>,
     progress: Arc<AtomicU64>,
     started: Instant,
+    /// What each device last reported (health summary, metrics, shutdown).
+    board: Arc<DeviceBoard>,
+    monitor: (CancellationToken, JoinHandle<()>),
 }
 
 impl Gateway {
@@ -80,7 +90,32 @@ impl Gateway {
         let upstream_task = tokio::spawn(upstream.run(upstream_cancel.clone()));
         let progress = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
-        let generation = start_generation(&config, &outbox, &handle, &progress, started)?;
+        if let Some(bind) = config.metrics.as_ref().and_then(|m| m.bind)
+            && let Err(e) = crate::metrics::install(bind)
+        {
+            // Readings matter more than metrics: the gateway runs on without the endpoint.
+            tracing::error!(error = %e, "metrics endpoint not started");
+        }
+        let board = Arc::new(DeviceBoard::new(started));
+        board.add(&device_names(&config));
+        let generation =
+            start_generation(&config, &outbox, &handle, &progress, started, &board).await?;
+        let monitor_cancel = CancellationToken::new();
+        let monitor = Monitor {
+            gateway: config.gateway.id.clone(),
+            topic: format!("{}/health", config.base_topic()),
+            interval: config
+                .metrics
+                .as_ref()
+                .map(|m| m.health_interval)
+                .unwrap_or(crate::health::DEFAULT_INTERVAL),
+            clock: config.gateway.clock_check,
+            started,
+            board: board.clone(),
+            outbox: outbox.clone(),
+            upstream: handle.clone(),
+        };
+        let monitor_task = tokio::spawn(monitor.run(monitor_cancel.clone()));
         let (writes_tx, writes_rx) = tokio::sync::watch::channel(generation.writes.clone());
         let downlink = tokio::spawn(route_downlink(handle.clone(), writes_rx));
         let mqttsn = config.mqttsn.clone().map(|cfg| {
@@ -117,6 +152,8 @@ impl Gateway {
             writes_tx,
             progress,
             started,
+            board,
+            monitor: (monitor_cancel, monitor_task),
         })
     }
 
@@ -138,15 +175,17 @@ impl Gateway {
     }
 
     /// Applies a new configuration: sources are restarted, the outbox (and everything
-    /// buffered in it) is kept. Upstream and buffer changes need a restart; they are
-    /// reported and the old settings stay in force.
+    /// buffered in it) is kept, Home Assistant discovery is published again. Upstream,
+    /// buffer and metrics changes need a restart; they are reported and the old settings
+    /// stay in force.
     pub async fn reload(&mut self, new: Config) -> Result<(), PipelineError> {
         if format!("{:?}", new.upstream) != format!("{:?}", self.config.upstream)
             || format!("{:?}", new.buffer) != format!("{:?}", self.config.buffer)
             || new.gateway.data_dir != self.config.gateway.data_dir
+            || format!("{:?}", new.metrics) != format!("{:?}", self.config.metrics)
         {
             tracing::warn!(
-                "upstream, buffer or data_dir changed: these take effect after a restart"
+                "upstream, buffer, metrics or data_dir changed: these take effect after a restart"
             );
         }
         let mut new = new;
@@ -154,32 +193,42 @@ impl Gateway {
         new.buffer = self.config.buffer.clone();
         new.gateway.data_dir = self.config.gateway.data_dir.clone();
         new.mqttsn = self.config.mqttsn.clone();
-        stop_generation(std::mem::replace(
-            &mut self.generation,
-            start_generation(
-                &new,
-                &self.outbox,
-                &self.upstream,
-                &self.progress,
-                self.started,
-            )?,
-        ))
-        .await;
+        new.metrics = self.config.metrics.clone();
+        self.board.add(&device_names(&new));
+        let next = start_generation(
+            &new,
+            &self.outbox,
+            &self.upstream,
+            &self.progress,
+            self.started,
+            &self.board,
+        )
+        .await
+        .inspect_err(|_| {
+            self.board.set_devices(&device_names(&self.config));
+        })?;
+        stop_generation(std::mem::replace(&mut self.generation, next)).await;
         let _ = self.writes_tx.send(self.generation.writes.clone());
+        // After the old sources stopped, so none of them can say `online` again.
+        sync_devices(&new, &self.board, &self.outbox).await;
         self.config = new;
         tracing::info!("configuration reloaded");
         Ok(())
     }
 
-    /// Graceful stop: sources stop, everything they emitted reaches the outbox, the
-    /// upstream says `offline`, and every unacknowledged message is committed to disk.
+    /// Graceful stop: sources stop, everything they emitted reaches the outbox, every
+    /// device (when the broker is reachable now) and then the upstream say `offline`, and
+    /// every unacknowledged message is committed to disk.
     pub async fn shutdown(self) -> Result<(), PipelineError> {
+        self.monitor.0.cancel();
+        let _ = self.monitor.1.await;
         if let Some((cancel, task)) = self.mqttsn {
             cancel.cancel();
             let _ = tokio::time::timeout(STOP_GRACE, task).await;
         }
         stop_generation(self.generation).await;
         self.downlink.abort();
+        say_devices_offline(&self.config, &self.board, &self.outbox, &self.upstream).await;
         self.upstream_cancel.cancel();
         if tokio::time::timeout(STOP_GRACE, self.upstream_task)
             .await
@@ -193,6 +242,35 @@ impl Gateway {
     }
 }
 
+/// Publishes `offline` for every device not already offline, when that can reach the broker
+/// now: connected, and not behind a backlog. Otherwise nothing is queued: the messages would
+/// arrive after the next start's fresh availability or after a long drain, stale either way,
+/// and the gateway's own status (its last will) already says `offline` to anyone watching.
+async fn say_devices_offline(
+    config: &Config,
+    board: &DeviceBoard,
+    outbox: &Outbox,
+    upstream: &UpstreamHandle,
+) {
+    let backlog = outbox.stats().depth;
+    if !upstream.status().connected || backlog > GOODBYE_BACKLOG {
+        return;
+    }
+    let f = Formatter::new(config, &[]);
+    for d in board.snapshot() {
+        if d.online == Some(false) {
+            continue;
+        }
+        if let Err(e) = outbox.push(f.availability(&d.name, false)).await {
+            tracing::warn!(device = %d.name, error = %e, "offline availability not queued");
+        }
+    }
+    let t0 = Instant::now();
+    while outbox.stats().depth > 0 && t0.elapsed() < GOODBYE_GRACE {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The MQTT client id: `upstream.client_id`, else the gateway id (unique per gateway, so a
 /// fleet can share one broker).
 fn client_id(config: &Config) -> String {
@@ -203,16 +281,44 @@ fn client_id(config: &Config) -> String {
         .unwrap_or_else(|| config.gateway.id.clone())
 }
 
-fn start_generation(
+/// The enabled devices of a map.
+fn device_names(config: &Config) -> Vec<Arc<str>> {
+    config
+        .devices
+        .iter()
+        .filter(|d| d.common.enabled)
+        .map(|d| Arc::from(d.common.name.as_str()))
+        .collect()
+}
+
+/// Makes the board list the enabled devices of `config`; devices that left the map are
+/// marked `offline`, so their availability topic does not say `online` forever.
+async fn sync_devices(config: &Config, board: &DeviceBoard, outbox: &Outbox) {
+    let f = Formatter::new(config, &[]);
+    for gone in board.set_devices(&device_names(config)) {
+        tracing::info!(device = %gone, "device removed from the map; marked offline");
+        if let Err(e) = outbox.push(f.availability(&gone, false)).await {
+            tracing::warn!(device = %gone, error = %e, "offline availability not queued");
+        }
+    }
+}
+
+async fn start_generation(
     config: &Config,
     outbox: &Outbox,
     upstream: &UpstreamHandle,
     progress: &Arc<AtomicU64>,
     started: Instant,
+    board: &Arc<DeviceBoard>,
 ) -> Result<Generation, PipelineError> {
     let built = crate::sources::build_all(config)
         .map_err(|issues| ConfigError::Invalid(issues.iter().map(|i| i.to_string()).collect()))?;
     let formatter = Formatter::new(config, &built.catalog);
+    // Discovery before the first reading, so HA knows the entities when their states come.
+    if let Err(e) = crate::homeassistant::publish(config, &built.catalog, &formatter, outbox).await
+    {
+        tracing::warn!(error = %e, "Home Assistant discovery not published");
+    }
     let cancel = CancellationToken::new();
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let mut writes = HashMap::new();
@@ -250,6 +356,7 @@ fn start_generation(
         outbox.clone(),
         progress.clone(),
         started,
+        board.clone(),
     ));
     Ok(Generation {
         cancel,
@@ -279,6 +386,7 @@ async fn route_events(
     outbox: Outbox,
     progress: Arc<AtomicU64>,
     started: Instant,
+    board: Arc<DeviceBoard>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -293,9 +401,14 @@ async fn route_events(
             SourceEvent::Reading(r) => {
                 metrics::counter!("edgebus_readings_total", "device" => r.device.to_string())
                     .increment(1);
+                let good = r.quality == Quality::Good;
+                board.reading(&r.device, good);
+                metrics::counter!("edgebus_device_reads_total", "device" => r.device.to_string(), "result" => if good { "ok" } else { "failed" })
+                    .increment(1);
                 formatter.format(r)
             }
             SourceEvent::Availability { device, online } => {
+                board.availability(device, *online);
                 Some(formatter.availability(device, *online))
             }
             SourceEvent::Publish {

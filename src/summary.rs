@@ -23,6 +23,16 @@ pub fn summary(cfg: &Config, built: &Built) -> String {
         if built.catalog.len() == 1 { "" } else { "s" },
         cfg.upstream.url,
     );
+    if let Some(bind) = cfg.metrics.as_ref().and_then(|m| m.bind) {
+        let _ = writeln!(s, "  metrics: http://{bind}/metrics");
+    }
+    if let Some(prefix) = crate::homeassistant::prefix_of(cfg) {
+        let _ = writeln!(
+            s,
+            "  Home Assistant discovery under {prefix}/ ({} entities)",
+            built.catalog.len() + 2
+        );
+    }
     for b in &cfg.buses {
         let n = cfg
             .devices

@@ -19,6 +19,7 @@ pub use point::{DeviceCommon, Point, PointCommon};
 pub use secret::Secret;
 pub use units::{bytesize, duration};
 
+use crate::homeassistant::HomeAssistantConfig;
 use crate::mqttsn::MqttSnConfig;
 use crate::outbox::BufferConfig;
 use crate::upstream::UpstreamConfig;
@@ -174,7 +175,7 @@ pub struct Config {
     pub buffer: BufferConfig,
     pub mqttsn: Option<MqttSnConfig>,
     pub metrics: Option<MetricsConfig>,
-    pub homeassistant: Option<serde_json::Value>,
+    pub homeassistant: Option<HomeAssistantConfig>,
     pub buses: Vec<BusSpec>,
     pub devices: Vec<DeviceSpec>,
 }
@@ -260,6 +261,11 @@ impl Config {
             .as_ref()
             .map(|v| parse::<MetricsConfig>(v, &root.key("metrics")))
             .transpose();
+        let homeassistant = top
+            .homeassistant
+            .as_ref()
+            .map(|v| parse::<HomeAssistantConfig>(v, &root.key("homeassistant")))
+            .transpose();
 
         let mut buses = Vec::new();
         for (i, raw) in top.buses.iter().enumerate() {
@@ -312,6 +318,10 @@ impl Config {
             issues.push(e);
             None
         });
+        let homeassistant = homeassistant.unwrap_or_else(|e| {
+            issues.push(e);
+            None
+        });
         issues.extend(check_names(&buses, &devices));
         issues.extend(check_gateway(&gateway));
         let located = |base: Path, list: Vec<(String, String)>| {
@@ -324,6 +334,9 @@ impl Config {
         if let Some(m) = &mqttsn {
             issues.extend(located(root.key("mqttsn"), m.validate()));
         }
+        if let Some(h) = &homeassistant {
+            issues.extend(located(root.key("homeassistant"), h.validate()));
+        }
 
         let mut config = Config {
             file: file.to_path_buf(),
@@ -332,7 +345,7 @@ impl Config {
             buffer,
             mqttsn,
             metrics,
-            homeassistant: top.homeassistant,
+            homeassistant,
             buses,
             devices,
         };

@@ -101,6 +101,7 @@ fn build(
                 device: Arc::from(d.common.name.as_str()),
                 point: p,
                 path,
+                kind: Default::default(),
             });
         }
         let root = dev.root.unwrap_or_else(|| PathBuf::from("/"));

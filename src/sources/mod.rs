@@ -66,6 +66,24 @@ pub struct CatalogEntry {
     pub point: PointCommon,
     /// Where the point is written in the device map.
     pub path: Path,
+    /// What its values look like (Home Assistant picks the entity type from it).
+    pub kind: ValueKind,
+}
+
+/// The shape of a point's values, as far as the source knows it before running.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum ValueKind {
+    /// Numbers; a writable point also says which values a write may set (engineering units).
+    #[default]
+    Number,
+    NumberRange {
+        min: f64,
+        max: f64,
+        /// Smallest useful step of a write (1 for unscaled integers).
+        step: f64,
+    },
+    Bool,
+    Text,
 }
 
 /// One bus (or bus-less device group) and everything on it.

@@ -76,6 +76,7 @@ fn build(
                     ..Default::default()
                 },
                 path: d.path.clone(),
+                kind: Default::default(),
             })
             .collect();
         out.push(BuiltSource {
@@ -115,6 +116,15 @@ impl Source for Synthetic {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut n = self.start;
             let end = self.count.map(|c| self.start.saturating_add(c));
+            // A generator is always reachable: say so once, like every other source.
+            let online = SourceEvent::Availability {
+                device: self.device.clone(),
+                online: true,
+            };
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                sent = ctx.events.send(online) => if sent.is_err() { return },
+            }
             while end.is_none_or(|e| n < e) {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return,

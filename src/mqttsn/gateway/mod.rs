@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::codec::{self, Datagram, Encapsulation, Packet};
+use super::codec::{self, Datagram, Encapsulation, Packet, ReturnCode};
 use super::config::MqttSnConfig;
 use super::session::{Addr, Peer, Session};
 use super::topics::Predefined;
@@ -320,6 +320,10 @@ impl Gateway {
             }
             self.ctx_len -= bytes.len();
         }
+        metrics::counter!("edgebus_mqttsn_packets_sent_total", "type" => p.name()).increment(1);
+        if return_code(p) == Some(ReturnCode::Congestion) {
+            metrics::counter!("edgebus_mqttsn_congestion_total").increment(1);
+        }
         self.out.push_back(Action::Send {
             to: addr.peer,
             bytes,
@@ -386,5 +390,18 @@ impl Gateway {
             }
         }
         self.retransmit(now);
+    }
+}
+
+/// The return code a reply carries, if its type has one.
+fn return_code(p: &Packet) -> Option<ReturnCode> {
+    match p {
+        Packet::ConnAck { rc }
+        | Packet::RegAck { rc, .. }
+        | Packet::PubAck { rc, .. }
+        | Packet::SubAck { rc, .. }
+        | Packet::WillTopicResp { rc }
+        | Packet::WillMsgResp { rc } => Some(*rc),
+        _ => None,
     }
 }

@@ -1092,3 +1092,27 @@ fn predefined_and_short_subscriptions() {
         "{r:?}"
     );
 }
+
+#[test]
+fn sent_packets_and_congestion_are_counted() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        let mut t = T::new(|c| c.limits.max_inflight = 1);
+        t.connect(1, "a", true, 60);
+        let id = t.register(1, "t");
+        assert!(t.publish(1, Qos::One, id, 1, false).is_empty());
+        assert_eq!(t.publish(1, Qos::One, id, 2, false).len(), 1);
+    });
+    let text = handle.render();
+    let line = |l: &str| text.lines().any(|x| x == l);
+    assert!(
+        line("edgebus_mqttsn_packets_sent_total{type=\"connack\"} 1"),
+        "{text}"
+    );
+    assert!(
+        line("edgebus_mqttsn_packets_sent_total{type=\"puback\"} 1"),
+        "{text}"
+    );
+    assert!(line("edgebus_mqttsn_congestion_total 1"), "{text}");
+}

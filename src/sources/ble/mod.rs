@@ -201,6 +201,7 @@ pub fn build_ble(
                 device: name.clone(),
                 point: p,
                 path,
+                kind: Default::default(),
             });
         };
         match (&dev.points, dev.decoder.format()) {

@@ -143,14 +143,16 @@ pub fn build(
             );
             continue;
         }
-        for (i, p) in dev.points.iter().enumerate() {
+        let rt = DeviceRt::resolve(&d.common, &dev, &timing);
+        for (i, p) in rt.points.iter().enumerate() {
             catalog.push(CatalogEntry {
-                device: Arc::from(d.common.name.as_str()),
+                device: rt.name.clone(),
                 point: p.common.clone(),
                 path: d.path.key("points").index(i),
+                kind: value_kind(p),
             });
         }
-        runtime.push(DeviceRt::resolve(&d.common, &dev, &timing));
+        runtime.push(rt);
     }
     if !issues.is_empty() {
         return Err(issues);
@@ -160,4 +162,38 @@ pub fn build(
         source: Box::new(source),
         catalog,
     }])
+}
+
+/// What a point's values look like, for the catalog: coils, discrete inputs and register bits
+/// are booleans; numbers carry the range their data type can hold after scaling, so a
+/// Home Assistant `number` entity accepts exactly what a write can encode.
+fn value_kind(p: &config::PointSpec) -> crate::sources::ValueKind {
+    use crate::sources::ValueKind;
+    use codec::DataType as T;
+    if p.bit.is_some() || matches!(p.span.table, plan::Table::Coil | plan::Table::DiscreteInput) {
+        return ValueKind::Bool;
+    }
+    let (lo, hi) = match p.data_type {
+        T::Bool => return ValueKind::Bool,
+        T::String => return ValueKind::Text,
+        T::U16 => (0.0, f64::from(u16::MAX)),
+        T::I16 => (f64::from(i16::MIN), f64::from(i16::MAX)),
+        T::U32 => (0.0, f64::from(u32::MAX)),
+        T::I32 => (f64::from(i32::MIN), f64::from(i32::MAX)),
+        // Beyond what a dashboard slider or box can sensibly hold.
+        T::U64 => (0.0, 1e15),
+        T::I64 | T::F32 | T::F64 => (-1e15, 1e15),
+    };
+    let (a, b) = (p.common.apply_scale(lo), p.common.apply_scale(hi));
+    let integer = !matches!(p.data_type, T::F32 | T::F64);
+    let step = match (integer, p.common.scale) {
+        (true, Some(s)) if s != 0.0 => s.abs(),
+        (true, _) => 1.0,
+        (false, _) => 0.001,
+    };
+    ValueKind::NumberRange {
+        min: a.min(b),
+        max: a.max(b),
+        step,
+    }
 }

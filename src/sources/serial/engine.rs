@@ -129,6 +129,8 @@ pub struct DeviceRt {
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     dev: usize,
+    /// When the request was written (for the request latency histogram).
+    sent: Instant,
     deadline: Instant,
     remaining: usize,
     answered: bool,
@@ -228,7 +230,8 @@ impl Engine {
         self.last_rx = Some(now);
         self.idle = false;
         let router = &mut self.router;
-        self.framer.feed(data, |frame| router.frame(frame, ts, out));
+        self.framer
+            .feed(data, |frame| router.frame(frame, now, ts, out));
     }
 
     /// Handles what is due at `now`: reply timeouts, silence, and the next poll.
@@ -270,6 +273,7 @@ impl Engine {
                 p.next_due = Some(if next <= now { now + p.every } else { next });
                 r.pending = Some(Pending {
                     dev: i,
+                    sent: now,
                     deadline: now + p.timeout,
                     remaining: p.lines,
                     answered: false,
@@ -300,7 +304,7 @@ impl Engine {
 }
 
 impl Router {
-    fn frame(&mut self, frame: Frame<'_>, ts: SystemTime, out: &mut Vec<Action>) {
+    fn frame(&mut self, frame: Frame<'_>, now: Instant, ts: SystemTime, out: &mut Vec<Action>) {
         let bytes = match frame {
             Frame::Overlong { len } => {
                 tracing::debug!(bus = %self.bus, len, "dropped an over-long line");
@@ -332,6 +336,10 @@ impl Router {
         {
             p.remaining = p.remaining.saturating_sub(1);
             if self.deliver(p.dev, line, ts, out) {
+                if !p.answered {
+                    metrics::histogram!("edgebus_serial_request_seconds", "bus" => self.bus.to_string())
+                        .record(now.saturating_duration_since(p.sent).as_secs_f64());
+                }
                 p.answered = true;
                 if let Some(poll) = self.devices[p.dev].poll.as_mut() {
                     poll.misses = 0;

@@ -103,6 +103,11 @@ pub fn build_source(
                 device: rt.name.clone(),
                 point,
                 path: d.path.key("points").index(i),
+                kind: match prt.ty {
+                    parse::value::ValueType::Bool => crate::sources::ValueKind::Bool,
+                    parse::value::ValueType::Text => crate::sources::ValueKind::Text,
+                    _ => crate::sources::ValueKind::Number,
+                },
             });
         }
         rts.push(rt);
