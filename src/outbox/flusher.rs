@@ -14,6 +14,7 @@ pub(super) fn run(sh: Arc<Shared>, wake: Receiver<()>) {
     let interval = sh.cfg.commit_interval();
     let mut last_limits = Instant::now();
     let mut last_rows = Instant::now();
+    let mut freed_since_trim = 0u64;
     loop {
         // Sleep until the next commit is due, or until woken (acknowledgements to delete,
         // memory pressure, link down, sync, close).
@@ -40,11 +41,17 @@ pub(super) fn run(sh: Arc<Shared>, wake: Receiver<()>) {
             enforce_limits(&sh);
             last_limits = Instant::now();
         }
-        {
+        let freed = {
             let mut st = lock(&sh.state);
-            let limit = sh.cfg.memory_limit;
+            // While the link is down nothing is about to be sent: committed messages wait
+            // on disk only (the backlog is read back a window at a time on reconnect), so an
+            // outage of any length costs disk, not RAM.
+            let limit = if st.connected { sh.cfg.memory_limit } else { 0 };
+            let before = st.q.mem_bytes;
             st.q.trim_memory(limit);
-        }
+            before.saturating_sub(st.q.mem_bytes)
+        };
+        give_back_memory(freed, &mut freed_since_trim);
         sh.room.notify_waiters();
         if closing {
             let unflushed = lock(&sh.state).q.unstored_count;
@@ -266,5 +273,21 @@ fn enforce_limits(sh: &Shared) {
             break;
         }
         metrics::counter!("edgebus_outbox_dropped_total", "reason" => "limit").increment(1);
+    }
+}
+
+/// After a burst (producers outran the disk, or a drain), the allocator keeps the freed
+/// blocks; on a small device that shows as RSS that never comes down. Hand them back once a
+/// megabyte or more was freed.
+fn give_back_memory(freed: u64, since_trim: &mut u64) {
+    *since_trim += freed;
+    if *since_trim < 1 << 20 {
+        return;
+    }
+    *since_trim = 0;
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

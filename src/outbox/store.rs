@@ -66,6 +66,9 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // FULL in WAL mode: one fsync per commit (grouped), so a power cut loses at most the last
     // commit interval.
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Appends touch the last pages only and reads are sequential: 1 MiB of page cache does
+    // the work of SQLite's default 2 MiB, and the backlog's size does not show up in RSS.
+    conn.pragma_update(None, "cache_size", -1024)?;
     Ok(())
 }
 
@@ -170,6 +173,7 @@ pub fn open_reader(dir: &Path) -> Result<Connection, OutboxError> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "cache_size", -256)?;
     Ok(conn)
 }
 
