@@ -242,7 +242,7 @@ fn summary() {
     );
     if let Some(m) = mosquitto() {
         let mut ratios = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..5 {
             let dir = tempfile::tempdir().expect("tempdir");
             let a = rt.block_on(drain(dir.path(), m.port, DRAIN_N));
             let b = rt.block_on(direct(m.port, DRAIN_N));
@@ -256,8 +256,8 @@ fn summary() {
         }
         ratios.sort_by(|a, b| a.total_cmp(b));
         println!(
-            "drain ratio (median of 3): {:.2} (target >= 0.80)",
-            ratios[1]
+            "drain ratio (median of 5): {:.2} (target >= 0.80)",
+            ratios[2]
         );
     }
     // Memory with a large backlog: 1 000 000 messages buffered with the link down.
