@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::Incoming;
 use super::config::{BrokerUrl, Protocol, Scheme};
@@ -159,6 +160,41 @@ fn broker_addr(spec: &Spec) -> String {
     }
 }
 
+/// How long a connected link may stay silent (no packet at all from the broker) before it is
+/// declared dead.
+///
+/// rumqttc sends a PINGREQ every keep-alive interval whatever the traffic, and a live broker
+/// answers at once, so on a healthy link the gap between two incoming packets is at most one
+/// keep-alive plus a round trip. rumqttc itself only notices a missing PINGRESP when the
+/// next PINGREQ is due, up to two keep-alives after the link died. Silence for 1.4 keep-alives
+/// means "no PINGRESP within 0.4 keep-alive of the PINGREQ": a half-open connection (peer
+/// gone without a FIN or RST, a NAT entry dropped, a proxy that stopped forwarding) is
+/// detected within 1.4 keep-alives of the last packet, whenever in the ping cycle it dies.
+pub fn silence_limit(keep_alive: Duration) -> Option<Duration> {
+    (!keep_alive.is_zero()).then(|| keep_alive + keep_alive * 2 / 5)
+}
+
+fn silent(limit: Option<Duration>) -> String {
+    let ms = limit.map_or(0, |l| l.as_millis());
+    format!(
+        "no packet from the broker for {ms} ms (keep-alive unanswered): connection presumed dead"
+    )
+}
+
+/// Polls the event loop, but gives up (`None`) when nothing was heard from the broker within
+/// `limit` of `heard` (the last incoming packet; no deadline before the first one, where the
+/// connect timeout applies).
+async fn poll_within<T>(
+    poll: impl std::future::Future<Output = T>,
+    heard: Option<Instant>,
+    limit: Option<Duration>,
+) -> Option<T> {
+    match (heard, limit) {
+        (Some(h), Some(l)) => tokio::time::timeout_at(h + l, poll).await.ok(),
+        _ => Some(poll.await),
+    }
+}
+
 /// Starts connecting. The first event is `ConnAck` or `Closed`.
 pub fn open(spec: &Spec) -> Conn {
     // Room for the whole window plus status and subscription requests.
@@ -184,9 +220,18 @@ pub fn open(spec: &Spec) -> Conn {
             o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
             let (client, mut el) = rumqttc::AsyncClient::new(o, cap);
             el.set_network_options(network_options(spec));
+            let limit = silence_limit(spec.keep_alive);
             let task = tokio::spawn(async move {
+                let mut heard: Option<Instant> = None;
                 loop {
-                    let (ev, end) = match el.poll().await {
+                    let Some(polled) = poll_within(el.poll(), heard, limit).await else {
+                        let _ = tx.send(Ev::Closed(silent(limit))).await;
+                        break;
+                    };
+                    if let Ok(rumqttc::Event::Incoming(_)) = &polled {
+                        heard = Some(Instant::now());
+                    }
+                    let (ev, end) = match polled {
                         Ok(e) => map_v4(e),
                         Err(e) => (Some(Ev::Closed(e.to_string())), true),
                     };
@@ -228,9 +273,18 @@ pub fn open(spec: &Spec) -> Conn {
             o.set_connection_timeout(spec.connect_timeout.as_secs().max(1));
             o.set_network_options(network_options(spec));
             let (client, mut el) = rumqttc::v5::AsyncClient::new(o, cap);
+            let limit = silence_limit(spec.keep_alive);
             let task = tokio::spawn(async move {
+                let mut heard: Option<Instant> = None;
                 loop {
-                    let (ev, end) = match el.poll().await {
+                    let Some(polled) = poll_within(el.poll(), heard, limit).await else {
+                        let _ = tx.send(Ev::Closed(silent(limit))).await;
+                        break;
+                    };
+                    if let Ok(rumqttc::v5::Event::Incoming(_)) = &polled {
+                        heard = Some(Instant::now());
+                    }
+                    let (ev, end) = match polled {
                         Ok(e) => map_v5(e),
                         Err(e) => (Some(Ev::Closed(e.to_string())), true),
                     };
