@@ -160,37 +160,34 @@ fn broker_addr(spec: &Spec) -> String {
     }
 }
 
-/// How long a connected link may stay silent (no packet at all from the broker) before it is
-/// declared dead.
+/// How long a PINGREQ may stay unanswered (no packet at all from the broker) before the
+/// connection is declared dead.
 ///
-/// rumqttc sends a PINGREQ every keep-alive interval whatever the traffic, and a live broker
-/// answers at once, so on a healthy link the gap between two incoming packets is at most one
-/// keep-alive plus a round trip. rumqttc itself only notices a missing PINGRESP when the
-/// next PINGREQ is due, up to two keep-alives after the link died. Silence for 1.4 keep-alives
-/// means "no PINGRESP within 0.4 keep-alive of the PINGREQ": a half-open connection (peer
-/// gone without a FIN or RST, a NAT entry dropped, a proxy that stopped forwarding) is
-/// detected within 1.4 keep-alives of the last packet, whenever in the ping cycle it dies.
-pub fn silence_limit(keep_alive: Duration) -> Option<Duration> {
-    (!keep_alive.is_zero()).then(|| keep_alive + keep_alive * 2 / 5)
+/// rumqttc sends a PINGREQ every keep-alive interval whatever the traffic, but notices a
+/// missing PINGRESP only when the next PINGREQ is due: up to two keep-alives after the link
+/// died. A live broker answers at once, so waiting 0.4 keep-alive after the PINGREQ is
+/// plenty; a half-open connection (peer gone without a FIN or RST, a NAT entry dropped, a
+/// proxy that stopped forwarding) is then detected within 1.4 keep-alives, whenever in the
+/// ping cycle it dies. Only time spent waiting on the network counts: the deadline starts
+/// when the PINGREQ went out, and any packet from the broker clears it.
+pub fn ping_deadline(keep_alive: Duration) -> Option<Duration> {
+    (!keep_alive.is_zero()).then(|| keep_alive * 2 / 5)
 }
 
-fn silent(limit: Option<Duration>) -> String {
+fn unanswered(limit: Option<Duration>) -> String {
     let ms = limit.map_or(0, |l| l.as_millis());
-    format!(
-        "no packet from the broker for {ms} ms (keep-alive unanswered): connection presumed dead"
-    )
+    format!("no packet from the broker within {ms} ms of a PINGREQ: connection presumed dead")
 }
 
-/// Polls the event loop, but gives up (`None`) when nothing was heard from the broker within
-/// `limit` of `heard` (the last incoming packet; no deadline before the first one, where the
-/// connect timeout applies).
+/// Polls the event loop, but gives up (`None`) when a PINGREQ sent at `ping` is still
+/// unanswered after `limit`.
 async fn poll_within<T>(
     poll: impl std::future::Future<Output = T>,
-    heard: Option<Instant>,
+    ping: Option<Instant>,
     limit: Option<Duration>,
 ) -> Option<T> {
-    match (heard, limit) {
-        (Some(h), Some(l)) => tokio::time::timeout_at(h + l, poll).await.ok(),
+    match (ping, limit) {
+        (Some(p), Some(l)) => tokio::time::timeout_at(p + l, poll).await.ok(),
         _ => Some(poll.await),
     }
 }
@@ -220,16 +217,20 @@ pub fn open(spec: &Spec) -> Conn {
             o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
             let (client, mut el) = rumqttc::AsyncClient::new(o, cap);
             el.set_network_options(network_options(spec));
-            let limit = silence_limit(spec.keep_alive);
+            let limit = ping_deadline(spec.keep_alive);
             let task = tokio::spawn(async move {
-                let mut heard: Option<Instant> = None;
+                let mut ping: Option<Instant> = None;
                 loop {
-                    let Some(polled) = poll_within(el.poll(), heard, limit).await else {
-                        let _ = tx.send(Ev::Closed(silent(limit))).await;
+                    let Some(polled) = poll_within(el.poll(), ping, limit).await else {
+                        let _ = tx.send(Ev::Closed(unanswered(limit))).await;
                         break;
                     };
-                    if let Ok(rumqttc::Event::Incoming(_)) = &polled {
-                        heard = Some(Instant::now());
+                    match &polled {
+                        Ok(rumqttc::Event::Incoming(_)) => ping = None,
+                        Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::PingReq)) => {
+                            ping = ping.or(Some(Instant::now()))
+                        }
+                        _ => {}
                     }
                     let (ev, end) = match polled {
                         Ok(e) => map_v4(e),
@@ -273,16 +274,20 @@ pub fn open(spec: &Spec) -> Conn {
             o.set_connection_timeout(spec.connect_timeout.as_secs().max(1));
             o.set_network_options(network_options(spec));
             let (client, mut el) = rumqttc::v5::AsyncClient::new(o, cap);
-            let limit = silence_limit(spec.keep_alive);
+            let limit = ping_deadline(spec.keep_alive);
             let task = tokio::spawn(async move {
-                let mut heard: Option<Instant> = None;
+                let mut ping: Option<Instant> = None;
                 loop {
-                    let Some(polled) = poll_within(el.poll(), heard, limit).await else {
-                        let _ = tx.send(Ev::Closed(silent(limit))).await;
+                    let Some(polled) = poll_within(el.poll(), ping, limit).await else {
+                        let _ = tx.send(Ev::Closed(unanswered(limit))).await;
                         break;
                     };
-                    if let Ok(rumqttc::v5::Event::Incoming(_)) = &polled {
-                        heard = Some(Instant::now());
+                    match &polled {
+                        Ok(rumqttc::v5::Event::Incoming(_)) => ping = None,
+                        Ok(rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::PingReq)) => {
+                            ping = ping.or(Some(Instant::now()))
+                        }
+                        _ => {}
                     }
                     let (ev, end) = match polled {
                         Ok(e) => map_v5(e),
