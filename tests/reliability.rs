@@ -184,12 +184,14 @@ fn synthetic_topics(fanout: u32) -> Vec<String> {
 /// A TCP proxy that can be told to stop forwarding on its current connections without
 /// closing them: bytes are still read from both sides and thrown away, as by a middlebox
 /// that lost its state. Connections opened afterwards are forwarded normally.
+/// (connection number, when the gateway side closed it).
+type Closings = Arc<Mutex<Vec<(usize, Instant)>>>;
+
 struct Proxy {
     port: u16,
     accepted: Arc<AtomicUsize>,
     frozen_below: Arc<AtomicUsize>,
-    /// (connection number, when the gateway side closed it).
-    closed: Arc<Mutex<Vec<(usize, Instant)>>>,
+    closed: Closings,
 }
 
 impl Proxy {
@@ -243,7 +245,7 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     id: usize,
     frozen_below: Arc<AtomicUsize>,
-    closed: Option<Arc<Mutex<Vec<(usize, Instant)>>>>,
+    closed: Option<Closings>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
