@@ -8,6 +8,8 @@
 #      of the warm-up (+ DB_SLACK_KB): no growth once drained.
 # Usage: tools/soak.sh [DURATION]          (default 3600)
 #   env: RATE=1000 INTERVAL=10 WARMUP=120 RSS_SLACK_KB=2048 DB_SLACK_KB=64
+#        DURABILITY=always (every reading goes through SQLite; `offline`, the default of the
+#        map, keeps them in memory while the broker is reachable)
 #        BIN=path/to/edgebus (default: cargo build --release, then the release binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,7 @@ INTERVAL=${INTERVAL:-10}
 WARMUP=${WARMUP:-120}
 RSS_SLACK_KB=${RSS_SLACK_KB:-2048}
 DB_SLACK_KB=${DB_SLACK_KB:-64}
+DURABILITY=${DURABILITY:-always}
 FANOUT=10
 POLL_MS=$(( 1000 * FANOUT / RATE ))
 [ "$POLL_MS" -ge 1 ] || { echo "RATE too high for a 1 ms tick with fanout $FANOUT" >&2; exit 2; }
@@ -47,7 +50,7 @@ persistence false
 max_queued_messages 0
 log_dest none
 CONF
-"$MOSQUITTO" -c "$WORK/mosquitto.conf" & PIDS+=($!)
+"$MOSQUITTO" -c "$WORK/mosquitto.conf" 2>/dev/null & PIDS+=($!)
 for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
 
 # The subscriber: counts readings per topic and how many broke the sequence 0,1,2,...
@@ -62,6 +65,7 @@ sleep 1
 cat > "$WORK/soak.yaml" <<YAML
 gateway: { id: gw, data_dir: $WORK/data, clock_check: off }
 upstream: { url: 'mqtt://127.0.0.1:$PORT', topic_prefix: soak }
+buffer: { durability: $DURABILITY }
 devices:
   - { name: gen, type: synthetic, poll: ${POLL_MS}ms, fanout: $FANOUT, count: $TICKS }
 YAML
@@ -71,7 +75,7 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 size_kb() { [ -f "$1" ] && echo $(( $(stat -c %s "$1") / 1024 )) || echo 0; }
 depth() { "$BIN" buffer stats -c "$WORK/soak.yaml" 2>/dev/null | awk -F': *' '/^depth/ {print $2}'; }
 
-echo "soak: $RATE readings/s for $DURATION s ($EXPECTED readings), RSS every $INTERVAL s, warm-up $WARMUP s"
+echo "soak: $RATE readings/s for $DURATION s ($EXPECTED readings, durability $DURABILITY), RSS every $INTERVAL s, warm-up $WARMUP s"
 echo "    t_s   rss_kB  depth   db_kB  wal_kB"
 T0=$(date +%s)
 MIN=""; MAX=""; WARM_DB=""
