@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use edgebus::outbox::BufferConfig;
+use edgebus::upstream::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use upstream_support::{Broker, Gateway, Recorder, check_delivery, eventually, have_mosquitto};
@@ -267,17 +268,32 @@ async fn pump(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_connection_is_detected_within_1_5_keep_alives_and_nothing_is_lost() {
+    // Three freezes at different points of the ping cycle (pings go every keep-alive from
+    // the CONNACK). Frozen just after a PINGRESP (the second round), rumqttc alone would
+    // notice only at the second PINGREQ, almost 2 keep-alives later.
+    half_open(Protocol::V311, Duration::from_secs(2), &[75, 115, 155]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connection_is_detected_the_same_with_mqtt_5() {
+    // rumqttc's MQTT 5 client needs a keep-alive of at least 5 s; one freeze, shortly after
+    // a PINGRESP (near the worst case).
+    half_open(Protocol::V5, Duration::from_secs(5), &[115]).await;
+}
+
+/// `rounds`: when to freeze, as a fraction (in percent) of the keep-alive after connecting.
+async fn half_open(protocol: Protocol, keep_alive: Duration, rounds: &[u32]) {
     let _one = one_at_a_time().await;
     if !have_mosquitto() {
         return;
     }
-    const KEEP_ALIVE: Duration = Duration::from_secs(2);
     let broker = Broker::start("");
     let rec = Recorder::start(broker.port, "test/gw/+").await;
     let proxy = Proxy::start(broker.port).await;
     let data = tempfile::tempdir().expect("tempdir");
     let mut up = upstream_support::plain(proxy.port);
-    up.keep_alive = KEEP_ALIVE;
+    up.keep_alive = keep_alive;
+    up.protocol = protocol;
     up.reconnect_min = Duration::from_millis(100);
     up.reconnect_max = Duration::from_millis(300);
     let gw = Gateway::start(data.path(), &BufferConfig::default(), &up);
@@ -305,16 +321,14 @@ async fn half_open_connection_is_detected_within_1_5_keep_alives_and_nothing_is_
 
     let mut detections = Vec::new();
     let mut deadline_hits = 0;
-    // Three freezes at different points of the ping cycle (pings go every keep-alive from
-    // the CONNACK). Frozen just after a PINGRESP (round 1), rumqttc alone would notice only
-    // at the second PINGREQ, almost 2 keep-alives later.
-    for (round, settle) in [1500u64, 2300, 3100].into_iter().enumerate() {
+    for (round, pct) in rounds.iter().enumerate() {
+        let settle = keep_alive * *pct / 100;
         assert!(
             eventually(10, || gw.handle.status().connected).await,
             "connected before round {round}: {:?}",
             gw.handle.status()
         );
-        tokio::time::sleep(Duration::from_millis(settle)).await;
+        tokio::time::sleep(settle).await;
         let before = gw.handle.status();
         assert!(before.connected, "still connected before the freeze");
         let conn = proxy.accepted.load(Ordering::SeqCst) - 1;
@@ -325,7 +339,7 @@ async fn half_open_connection_is_detected_within_1_5_keep_alives_and_nothing_is_
             if st.failures > before.failures {
                 break Some((Instant::now(), st));
             }
-            if frozen_at.elapsed() > KEEP_ALIVE * 4 {
+            if frozen_at.elapsed() > keep_alive * 4 {
                 break None;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -336,13 +350,13 @@ async fn half_open_connection_is_detected_within_1_5_keep_alives_and_nothing_is_
         let took = at - frozen_at;
         let closed = proxy.closed_at(conn).map(|t| t - frozen_at);
         eprintln!(
-            "round {round}: detected after {took:?} (socket closed after {closed:?}); error: {:?}",
+            "{protocol:?} round {round}: detected after {took:?} (socket closed after {closed:?}); error: {:?}",
             st.last_error
         );
         assert!(
-            took <= KEEP_ALIVE * 3 / 2,
+            took <= keep_alive * 3 / 2,
             "round {round}: detection took {took:?}, more than 1.5 x keep-alive ({:?})",
-            KEEP_ALIVE * 3 / 2
+            keep_alive * 3 / 2
         );
         // Either the silence deadline or rumqttc's own check of the previous PINGREQ,
         // whichever comes first; both end the connection.
@@ -376,10 +390,13 @@ async fn half_open_connection_is_detected_within_1_5_keep_alives_and_nothing_is_
     let dups = check_delivery(&rec.numbers("test/gw/"), &topics, &[n, n]);
     let st = gw.handle.status();
     eprintln!(
-        "half-open: {n} readings per topic, {dups} duplicates, {} connections, detection times {detections:?}",
+        "half-open ({protocol:?}): {n} readings per topic, {dups} duplicates, {} connections, detection times {detections:?}",
         st.connects
     );
-    assert!(st.connects >= 4, "reconnected after every freeze: {st:?}");
+    assert!(
+        st.connects as usize > rounds.len(),
+        "reconnected after every freeze: {st:?}"
+    );
     assert!(
         deadline_hits >= 1,
         "the silence deadline ended at least one frozen connection"
