@@ -155,6 +155,19 @@ impl UpstreamConfig {
         if self.keep_alive < Duration::from_secs(1) || self.keep_alive > Duration::from_secs(65535)
         {
             out.push(("keep_alive".into(), "must be between 1s and 65535s".into()));
+        } else if self.keep_alive.subsec_nanos() != 0 {
+            // CONNECT carries whole seconds; pinging on a finer clock than the broker's
+            // expiry would drift from it.
+            out.push((
+                "keep_alive".into(),
+                "must be a whole number of seconds".into(),
+            ));
+        } else if self.protocol == Protocol::V5 && self.keep_alive < Duration::from_secs(5) {
+            // rumqttc's MQTT 5 client refuses (panics on) a shorter keep-alive.
+            out.push((
+                "keep_alive".into(),
+                "must be at least 5s with protocol \"5\"".into(),
+            ));
         }
         if self.connect_timeout < Duration::from_secs(1) {
             out.push(("connect_timeout".into(), "must be at least 1s".into()));
@@ -342,5 +355,14 @@ mod tests {
         .unwrap();
         let paths: Vec<String> = c.validate().into_iter().map(|(p, _)| p).collect();
         assert_eq!(paths, vec!["tls", "tls", "keep_alive", "max_inflight"]);
+        for (json, ok) in [
+            (r#"{"keep_alive":"1s"}"#, true),
+            (r#"{"keep_alive":"1500ms"}"#, false),
+            (r#"{"keep_alive":"4s","protocol":5}"#, false),
+            (r#"{"keep_alive":"5s","protocol":5}"#, true),
+        ] {
+            let c: UpstreamConfig = serde_json::from_str(json).unwrap();
+            assert_eq!(c.validate().is_empty(), ok, "{json}: {:?}", c.validate());
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::Incoming;
 use super::config::{BrokerUrl, Protocol, Scheme};
@@ -159,6 +160,38 @@ fn broker_addr(spec: &Spec) -> String {
     }
 }
 
+/// How long a PINGREQ may stay unanswered (no packet at all from the broker) before the
+/// connection is declared dead.
+///
+/// rumqttc sends a PINGREQ every keep-alive interval whatever the traffic, but notices a
+/// missing PINGRESP only when the next PINGREQ is due: up to two keep-alives after the link
+/// died. A live broker answers at once, so waiting 0.4 keep-alive after the PINGREQ is
+/// plenty; a half-open connection (peer gone without a FIN or RST, a NAT entry dropped, a
+/// proxy that stopped forwarding) is then detected within 1.4 keep-alives, whenever in the
+/// ping cycle it dies. Only time spent waiting on the network counts: the deadline starts
+/// when the PINGREQ went out, and any packet from the broker clears it.
+pub fn ping_deadline(keep_alive: Duration) -> Option<Duration> {
+    (!keep_alive.is_zero()).then(|| keep_alive * 2 / 5)
+}
+
+fn unanswered(limit: Option<Duration>) -> String {
+    let ms = limit.map_or(0, |l| l.as_millis());
+    format!("no packet from the broker within {ms} ms of a PINGREQ: connection presumed dead")
+}
+
+/// Polls the event loop, but gives up (`None`) when a PINGREQ sent at `ping` is still
+/// unanswered after `limit`.
+async fn poll_within<T>(
+    poll: impl std::future::Future<Output = T>,
+    ping: Option<Instant>,
+    limit: Option<Duration>,
+) -> Option<T> {
+    match (ping, limit) {
+        (Some(p), Some(l)) => tokio::time::timeout_at(p + l, poll).await.ok(),
+        _ => Some(poll.await),
+    }
+}
+
 /// Starts connecting. The first event is `ConnAck` or `Closed`.
 pub fn open(spec: &Spec) -> Conn {
     // Room for the whole window plus status and subscription requests.
@@ -184,9 +217,22 @@ pub fn open(spec: &Spec) -> Conn {
             o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
             let (client, mut el) = rumqttc::AsyncClient::new(o, cap);
             el.set_network_options(network_options(spec));
+            let limit = ping_deadline(spec.keep_alive);
             let task = tokio::spawn(async move {
+                let mut ping: Option<Instant> = None;
                 loop {
-                    let (ev, end) = match el.poll().await {
+                    let Some(polled) = poll_within(el.poll(), ping, limit).await else {
+                        let _ = tx.send(Ev::Closed(unanswered(limit))).await;
+                        break;
+                    };
+                    match &polled {
+                        Ok(rumqttc::Event::Incoming(_)) => ping = None,
+                        Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::PingReq)) => {
+                            ping = ping.or(Some(Instant::now()))
+                        }
+                        _ => {}
+                    }
+                    let (ev, end) = match polled {
                         Ok(e) => map_v4(e),
                         Err(e) => (Some(Ev::Closed(e.to_string())), true),
                     };
@@ -228,9 +274,22 @@ pub fn open(spec: &Spec) -> Conn {
             o.set_connection_timeout(spec.connect_timeout.as_secs().max(1));
             o.set_network_options(network_options(spec));
             let (client, mut el) = rumqttc::v5::AsyncClient::new(o, cap);
+            let limit = ping_deadline(spec.keep_alive);
             let task = tokio::spawn(async move {
+                let mut ping: Option<Instant> = None;
                 loop {
-                    let (ev, end) = match el.poll().await {
+                    let Some(polled) = poll_within(el.poll(), ping, limit).await else {
+                        let _ = tx.send(Ev::Closed(unanswered(limit))).await;
+                        break;
+                    };
+                    match &polled {
+                        Ok(rumqttc::v5::Event::Incoming(_)) => ping = None,
+                        Ok(rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::PingReq)) => {
+                            ping = ping.or(Some(Instant::now()))
+                        }
+                        _ => {}
+                    }
+                    let (ev, end) = match polled {
                         Ok(e) => map_v5(e),
                         Err(e) => (Some(Ev::Closed(e.to_string())), true),
                     };
