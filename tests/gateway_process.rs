@@ -2,12 +2,14 @@
 //! `kill -9` during a drain. Every reading is numbered (synthetic source), so the recorder can
 //! prove that nothing was lost, and bound the duplicates.
 
+mod bin_support;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
+use bin_support::{signal, wait_exit};
 use support::*;
 
 const TOPIC: &str = "t/gw/gen/counter";
@@ -37,27 +39,6 @@ fn spawn(cfg: &Path) -> Child {
         .env("RUST_LOG", "warn")
         .spawn()
         .expect("spawn edgebus")
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: plain kill(2) on a child we own.
-    unsafe {
-        libc::kill(child.id() as i32, sig);
-    }
-}
-
-fn wait_exit(child: &mut Child, max: Duration) -> ExitStatus {
-    let t0 = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            return s;
-        }
-        if t0.elapsed() > max {
-            let _ = child.kill();
-            panic!("edgebus did not exit within {max:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn depth(dir: &Path) -> u64 {
@@ -98,7 +79,9 @@ fn backlog_without_broker(dir: &Path, port: u16, n: u64) {
 
 #[test]
 fn sigterm_with_backlog_then_restart_loses_nothing() {
-    if !have_mosquitto() {
+    if !bin_support::runnable("sigterm_with_backlog_then_restart_loses_nothing")
+        || !have_mosquitto()
+    {
         return;
     }
     let t = tempfile::tempdir().expect("tempdir");
@@ -121,7 +104,9 @@ fn sigterm_with_backlog_then_restart_loses_nothing() {
 
 #[test]
 fn kill_9_during_drain_loses_nothing_and_keeps_the_file_sound() {
-    if !have_mosquitto() {
+    if !bin_support::runnable("kill_9_during_drain_loses_nothing_and_keeps_the_file_sound")
+        || !have_mosquitto()
+    {
         return;
     }
     const N: u64 = 3000;

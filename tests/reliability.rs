@@ -17,6 +17,7 @@
 //! The tests take a common lock: they measure rates and deadlines, so they do not compete
 //! with each other for the CPU.
 
+mod bin_support;
 mod modbus_support;
 mod serial_support;
 mod upstream_support;
@@ -24,11 +25,12 @@ mod upstream_support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use bin_support::{signal, wait_exit};
 use edgebus::outbox::BufferConfig;
 use edgebus::upstream::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -90,27 +92,6 @@ fn spawn(cfg: &Path, log: &Path) -> Child {
         .stderr(Stdio::from(err))
         .spawn()
         .expect("spawn edgebus")
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: plain kill(2) on a child we own and have not reaped.
-    unsafe {
-        libc::kill(child.id() as i32, sig);
-    }
-}
-
-fn wait_exit(child: &mut Child, max: Duration) -> ExitStatus {
-    let t0 = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            return s;
-        }
-        if t0.elapsed() > max {
-            let _ = child.kill();
-            panic!("edgebus did not exit within {max:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Open file descriptors, threads and RSS (kB) of a process.
@@ -431,7 +412,9 @@ fn flap_config(dir: &Path, port: u16, fanout: u32, ticks: u64) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_flapping_loses_nothing_and_leaks_nothing() {
     let _one = one_at_a_time().await;
-    if !have_mosquitto() {
+    if !bin_support::runnable("broker_flapping_loses_nothing_and_leaks_nothing")
+        || !have_mosquitto()
+    {
         return;
     }
     let flaps = env_u64("EDGEBUS_FLAPS", 30);
@@ -554,7 +537,7 @@ fn kill_config(dir: &Path, port: u16, fanout: u32, ticks: u64, enabled: bool) ->
 #[ignore = "long: tools/kill9.sh (EDGEBUS_KILLS, default 200)"]
 async fn kill_9_at_random_moments_during_a_drain() {
     let _one = one_at_a_time().await;
-    if !have_mosquitto() {
+    if !bin_support::runnable("kill_9_at_random_moments_during_a_drain") || !have_mosquitto() {
         return;
     }
     let kills = env_u64("EDGEBUS_KILLS", 200);
@@ -706,7 +689,7 @@ fn in_window(r: &[(SystemTime, serde_json::Value)], from: SystemTime, to: System
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_devices_do_not_slow_the_others() {
     let _one = one_at_a_time().await;
-    if !have_mosquitto() {
+    if !bin_support::runnable("hung_devices_do_not_slow_the_others") || !have_mosquitto() {
         return;
     }
     use modbus_support::{Sim, TcpSim};

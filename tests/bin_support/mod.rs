@@ -5,8 +5,12 @@
 //! host kernel cannot load (no binfmt handler is registered there), so `exec` fails with
 //! ENOEXEC. Tests that start the binary skip there, saying why; everywhere else they run.
 
+#![allow(dead_code)]
+
 use std::io::Write;
+use std::process::{Child, ExitStatus};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// Path of the binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_edgebus");
@@ -33,5 +37,28 @@ pub fn runnable(test: &str) -> bool {
             let _ = writeln!(std::io::stderr(), "skipping {test}: {why}");
             false
         }
+    }
+}
+
+/// Sends `sig` to a child we started.
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: plain kill(2) on a child we own and have not reaped.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+/// Waits for the child to exit; kills it and fails the test after `max`.
+pub fn wait_exit(child: &mut Child, max: Duration) -> ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if t0.elapsed() > max {
+            let _ = child.kill();
+            panic!("edgebus did not exit within {max:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
