@@ -78,6 +78,14 @@ pub struct Gateway {
 impl Gateway {
     /// Opens the outbox, connects upstream and starts every source.
     pub async fn start(config: Config) -> Result<Gateway, PipelineError> {
+        // First: counts made before the recorder exists (opening the outbox, the first
+        // connection) would be lost.
+        if let Some(bind) = config.metrics.as_ref().and_then(|m| m.bind)
+            && let Err(e) = crate::metrics::install(bind)
+        {
+            // Readings matter more than metrics: the gateway runs on without the endpoint.
+            tracing::error!(error = %e, "metrics endpoint not started");
+        }
         let outbox = Outbox::open(&config.gateway.data_dir, &config.buffer)?;
         let (upstream, handle) = Upstream::new(
             &config.upstream,
@@ -90,12 +98,6 @@ impl Gateway {
         let upstream_task = tokio::spawn(upstream.run(upstream_cancel.clone()));
         let progress = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
-        if let Some(bind) = config.metrics.as_ref().and_then(|m| m.bind)
-            && let Err(e) = crate::metrics::install(bind)
-        {
-            // Readings matter more than metrics: the gateway runs on without the endpoint.
-            tracing::error!(error = %e, "metrics endpoint not started");
-        }
         let board = Arc::new(DeviceBoard::new(started));
         board.add(&device_names(&config));
         let generation =

@@ -46,6 +46,14 @@ async fn endpoint_serves_key_series_through_an_outage() {
         series(&t, "edgebus_upstream_acked_total", &[]).unwrap_or(0.0) >= 5.0
             && series(&t, "edgebus_upstream_connected", &[]) == Some(1.0)
             && series(&t, "edgebus_device_online", &[("device", "gen")]) == Some(1.0)
+            && series(
+                &t,
+                "edgebus_device_reads_total",
+                &[("device", "gen"), ("result", "ok")],
+            )
+            .unwrap_or(0.0)
+                >= 5.0
+            && series(&t, "edgebus_upstream_connects_total", &[]).unwrap_or(0.0) >= 1.0
     })
     .await;
     let t = scrape();
