@@ -53,8 +53,19 @@ impl Pty {
             libc::cfmakeraw(&mut t);
             assert_eq!(libc::tcsetattr(s, libc::TCSANOW, &t), 0);
         }
-        // SAFETY: ttyname returns a static buffer valid until the next call; copied at once.
-        let name = unsafe { CStr::from_ptr(libc::ttyname(s)) }
+        // ttyname_r, not ttyname: tests run on parallel threads and ttyname's static buffer
+        // would hand one test another's name.
+        let mut buf = [0 as libc::c_char; 128];
+        // SAFETY: the buffer and its length are ours; on success it holds a NUL-terminated name.
+        let rc = unsafe { libc::ttyname_r(s, buf.as_mut_ptr(), buf.len()) };
+        assert_eq!(
+            rc,
+            0,
+            "ttyname_r: {}",
+            std::io::Error::from_raw_os_error(rc)
+        );
+        // SAFETY: ttyname_r succeeded, so buf is NUL-terminated.
+        let name = unsafe { CStr::from_ptr(buf.as_ptr()) }
             .to_string_lossy()
             .into_owned();
         let _ = std::fs::remove_file(link);
