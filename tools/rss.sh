@@ -18,13 +18,19 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 
-# 1. Demo map (pointed at a port where no broker listens, with its own data dir).
-sed -e "s#url: mqtt://localhost:1883#url: mqtt://127.0.0.1:$PORT#" \
-    -e "s#data_dir: ../target/demo-data#data_dir: $WORK/demo#" config/demo.yaml > "$WORK/demo.yaml"
-RUST_LOG=warn $BIN run -c "$WORK/demo.yaml" & PID=$!
-sleep 10
-BASE=$(rss_kb $PID)
-kill -TERM $PID; wait $PID || true
+# The demo map, pointed at a port where no broker listens and at data dir $1 (config file
+# $2); runs it 10 s and prints its RSS in kB.
+demo_rss() {
+  sed -e "s#url: mqtt://localhost:1883#url: mqtt://127.0.0.1:$PORT#" \
+      -e "s#data_dir: ../target/demo-data#data_dir: $1#" config/demo.yaml > "$2"
+  RUST_LOG=warn $BIN run -c "$2" >&2 & local pid=$!
+  sleep 10
+  rss_kb $pid
+  kill -TERM $pid; wait $pid || true
+}
+
+# 1. Demo map with its own data dir.
+BASE=$(demo_rss "$WORK/demo" "$WORK/demo.yaml")
 echo "demo map, 10 s, no broker: RSS ${BASE} kB"
 
 # 2. One million buffered messages.
@@ -52,12 +58,7 @@ echo "database: $(du -h "$WORK/load/outbox.db" | cut -f1)"
 
 # 3. The demo map again, now on top of that backlog: the same work as in 1, plus the
 #    buffered messages. This is the figure the target is about.
-sed -e "s#url: mqtt://localhost:1883#url: mqtt://127.0.0.1:$PORT#" \
-    -e "s#data_dir: ../target/demo-data#data_dir: $WORK/load#" config/demo.yaml > "$WORK/demo-backlog.yaml"
-RUST_LOG=warn $BIN run -c "$WORK/demo-backlog.yaml" & PID=$!
-sleep 10
-BACKLOG=$(rss_kb $PID)
-kill -TERM $PID; wait $PID || true
+BACKLOG=$(demo_rss "$WORK/load" "$WORK/demo-backlog.yaml")
 D=$( ($BIN buffer stats -c "$WORK/demo-backlog.yaml" 2>/dev/null || true) | awk -F': *' '/^depth/ {print $2}')
 echo "demo map with $D messages buffered, 10 s: RSS ${BACKLOG} kB"
 echo "difference to the demo baseline: $(( BACKLOG - BASE )) kB (target: within 2048 kB)"
