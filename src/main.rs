@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use edgebus::config::{Config, ConfigError, DEFAULT_PATH};
+use tracing_subscriber::filter::Targets;
 
 #[derive(Parser)]
 #[command(
@@ -151,29 +152,50 @@ fn check(file: &Path) -> ExitCode {
 }
 
 /// Logs to journald when started by systemd (structured fields survive), else to stderr:
-/// coloured on a terminal, plain otherwise. `RUST_LOG` overrides the level (default info).
+/// coloured on a terminal, plain otherwise. `RUST_LOG` overrides the level (default info):
+/// a level and `target=level` pairs, e.g. `RUST_LOG=info,edgebus::mqttsn=debug`. (The
+/// `Targets` filter, not `EnvFilter`: span and field filters would pull a full regex engine
+/// into the binary.)
 fn init_logging() {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (filter, unusable) = log_filter(rust_log.as_deref());
     let registry = tracing_subscriber::registry().with(filter);
-    if std::env::var_os("JOURNAL_STREAM").is_some()
-        && let Ok(journald) = tracing_journald::layer()
-    {
+    let journald = std::env::var_os("JOURNAL_STREAM")
+        .is_some()
+        .then(tracing_journald::layer)
+        .and_then(Result::ok);
+    if let Some(journald) = journald {
         registry
             .with(journald.with_syslog_identifier("edgebus".into()))
             .init();
-        return;
+    } else {
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(tty)
+                    .with_target(false),
+            )
+            .init();
     }
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    registry
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(tty)
-                .with_target(false),
-        )
-        .init();
+    if let Some(e) = unusable {
+        tracing::warn!(rust_log = rust_log.as_deref().unwrap_or(""), error = %e, "RUST_LOG is not usable; logging at info");
+    }
+}
+
+/// The log filter for a `RUST_LOG` value (`info` when unset, empty or unusable, with the
+/// reason).
+fn log_filter(rust_log: Option<&str>) -> (Targets, Option<String>) {
+    let default = || Targets::new().with_default(tracing::Level::INFO);
+    match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
+        None => (default(), None),
+        Some(spec) => match spec.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (default(), Some(e.to_string())),
+        },
+    }
 }
 
 fn run(config: PathBuf) -> anyhow::Result<()> {
@@ -241,4 +263,29 @@ fn ble_scan(
     let n = runtime.block_on(async { scan_and_print(opts, &mut std::io::stdout()).await })?;
     eprintln!("{n} device{} heard", if n == 1 { "" } else { "s" });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+    use tracing_subscriber::filter::LevelFilter;
+
+    #[test]
+    fn rust_log_sets_levels_per_target() {
+        let (t, bad) = log_filter(Some("warn,edgebus::mqttsn=debug"));
+        assert!(bad.is_none());
+        assert!(t.would_enable("edgebus::mqttsn::gateway", &Level::DEBUG));
+        assert!(!t.would_enable("edgebus::outbox", &Level::INFO));
+        assert!(t.would_enable("rumqttc", &Level::WARN));
+    }
+
+    #[test]
+    fn unset_empty_or_unusable_means_info() {
+        for v in [None, Some(""), Some("  "), Some("edgebus=loud")] {
+            let (t, bad) = log_filter(v);
+            assert_eq!(t.default_level(), Some(LevelFilter::INFO), "{v:?}");
+            assert_eq!(bad.is_some(), v == Some("edgebus=loud"), "{v:?}");
+        }
+    }
 }

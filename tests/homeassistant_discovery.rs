@@ -192,7 +192,7 @@ async fn discovery_matches_the_schema_and_the_data() {
     let mut by_name: BTreeMap<String, (String, Value)> = BTreeMap::new();
     let mut availability = BTreeSet::new();
     let topic_re =
-        regex::Regex::new(r"^homeassistant/(sensor|binary_sensor|number|switch)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config$")
+        regex_lite::Regex::new(r"^homeassistant/(sensor|binary_sensor|number|switch)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config$")
             .unwrap();
     for (topic, payload) in &found {
         let caps = topic_re

@@ -6,6 +6,7 @@ mod modbus_support;
 mod ops_support;
 mod support;
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use modbus_support::{Sim, TcpSim};
@@ -96,6 +97,20 @@ async fn endpoint_serves_key_series_through_an_outage() {
     assert!(age.is_some_and(|a| (0.0..60.0).contains(&a)), "age {age:?}");
     assert!(series(&t, "edgebus_upstream_connects_total", &[]).unwrap_or(0.0) >= 1.0);
     assert!(series(&t, "edgebus_uptime_seconds", &[]).is_some());
+
+    // Clients that connect and say nothing do not hold the endpoint; other methods get 405.
+    let silent: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(bind).unwrap())
+        .collect();
+    assert!(series(&scrape(), "edgebus_uptime_seconds", &[]).is_some());
+    drop(silent);
+    let mut post = std::net::TcpStream::connect(bind).unwrap();
+    post.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    post.write_all(b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    post.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
 
     // Modbus: per-device results, per-bus latency, and the age of the last good reading.
     wait_until(30, "Modbus reads ok and failed", || {

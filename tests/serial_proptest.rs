@@ -154,7 +154,7 @@ proptest! {
         let kv = DeviceRt {
             name: "kv".into(),
             parser: Parser::build(&ParserSpec::Kv(KvOptions::default()), &["T", "H"]).unwrap(),
-            matcher: Some(regex::Regex::new("^kv:1 ").unwrap()),
+            matcher: Some(regex_lite::Regex::new("^kv:1 ").unwrap()),
             points: ["t", "h"].iter().map(|n| PointRt { name: (*n).into(), unit: None, ty: ValueType::Float, scale: None, offset: None }).collect(),
             poll: None,
             online: None,

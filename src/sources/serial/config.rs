@@ -293,7 +293,7 @@ impl SerialDevice {
             out.push(e);
         }
         if let Some(m) = &self.line_match
-            && let Err(e) = regex::RegexBuilder::new(m).size_limit(1 << 20).build()
+            && let Err(e) = regex_lite::RegexBuilder::new(m).size_limit(1 << 20).build()
         {
             out.push(("match".into(), format!("invalid regular expression: {e}")));
         }

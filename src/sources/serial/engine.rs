@@ -119,7 +119,7 @@ pub struct PollRt {
 pub struct DeviceRt {
     pub name: Arc<str>,
     pub parser: Parser,
-    pub matcher: Option<regex::Regex>,
+    pub matcher: Option<regex_lite::Regex>,
     pub points: Vec<PointRt>,
     pub poll: Option<PollRt>,
     /// Last availability announced (`None` before the first).
@@ -503,7 +503,7 @@ mod tests {
         DeviceRt {
             name: name.into(),
             parser: Parser::build(&ParserSpec::Kv(KvOptions::default()), keys).unwrap(),
-            matcher: matcher.map(|m| regex::Regex::new(m).unwrap()),
+            matcher: matcher.map(|m| regex_lite::Regex::new(m).unwrap()),
             points: keys.iter().map(|k| point(k)).collect(),
             poll,
             online: None,

@@ -146,7 +146,7 @@ fn device_rt(
     let parser = dev.parser()?;
     let matcher = match &dev.line_match {
         Some(m) => Some(
-            regex::RegexBuilder::new(m)
+            regex_lite::RegexBuilder::new(m)
                 .size_limit(1 << 20)
                 .build()
                 .map_err(|e| ("match".to_string(), e.to_string()))?,

@@ -1,6 +1,7 @@
 //! A regular expression with named captures, for sensors with a format of their own
-//! (`PM2.5: 12 ug/m3 PM10: 20 ug/m3`). The regex crate runs in linear time, so a hostile
-//! line cannot make matching explode; the compiled size is capped at config time.
+//! (`PM2.5: 12 ug/m3 PM10: 20 ug/m3`). regex-lite runs in linear time, so a hostile line
+//! cannot make matching explode; the compiled size is capped at config time. Its classes
+//! (`\d`, `\w`, `\s`) are ASCII, which is what sensor lines are.
 
 use serde::Deserialize;
 
@@ -14,7 +15,7 @@ pub struct RegexOptions {
 
 #[derive(Debug, Clone)]
 pub struct Re {
-    re: ::regex::Regex,
+    re: ::regex_lite::Regex,
     groups: Vec<usize>,
 }
 
@@ -22,7 +23,7 @@ const SIZE_LIMIT: usize = 1 << 20;
 
 impl Re {
     pub fn build(o: &RegexOptions, fields: &[&str]) -> Result<Re, BuildError> {
-        let re = ::regex::RegexBuilder::new(&o.pattern)
+        let re = ::regex_lite::RegexBuilder::new(&o.pattern)
             .size_limit(SIZE_LIMIT)
             .build()
             .map_err(|e| options_error(format!("invalid pattern: {e}")))?;

@@ -1,13 +1,16 @@
 //! Prometheus metrics: the one list of every `edgebus_*` series with its help text, and the
-//! exporter (metrics-exporter-prometheus, `metrics.bind`).
+//! exporter (metrics-exporter-prometheus's recorder behind a small HTTP endpoint, `metrics.bind`).
 //!
 //! Counters are incremented where things happen, all over the crate. Gauges that describe a
 //! state owned by another part (outbox depth, upstream connection, device ages) are sampled
 //! periodically by [`crate::health::Monitor`] instead, so those parts need no metrics code.
 //! A unit test keeps this list, the source and the README in step.
 
-use std::net::SocketAddr;
+mod http;
+
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
@@ -124,11 +127,17 @@ pub fn describe_all() {
 /// The address of the endpoint installed in this process, if any (one recorder per process).
 static INSTALLED: Mutex<Option<SocketAddr>> = Mutex::new(None);
 
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// Starts the Prometheus endpoint on `bind` and installs the global recorder.
 ///
-/// The HTTP listener runs on its own thread and runtime, so a scrape is answered even when
-/// the gateway's runtime is busy, and it outlives the runtime that started it (a process
-/// may start several gateways in tests; only the first installs the recorder).
+/// The endpoint is a few lines of blocking HTTP on plain threads (see [`http`]) rather than
+/// the exporter's hyper listener: hyper and h2 cost ~0.5 MB of a binary that must stay small
+/// on a Pi, for a server that answers one kind of request. Being on its own threads, a scrape
+/// is answered even when the gateway's runtime is busy, and it outlives the runtime that
+/// started it (a process may start several gateways in tests; only the first installs the
+/// recorder).
 pub fn install(bind: SocketAddr) -> Result<(), MetricsError> {
     let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(first) = *installed {
@@ -138,56 +147,39 @@ pub fn install(bind: SocketAddr) -> Result<(), MetricsError> {
             Err(MetricsError::AlreadyInstalled(first, bind))
         };
     }
-    let builder = PrometheusBuilder::new()
-        .with_http_listener(bind)
+    let listener =
+        TcpListener::bind(bind).map_err(|e| MetricsError::Listen(bind, e.to_string()))?;
+    let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .map_err(|e| MetricsError::Listen(bind, e.to_string()))?
+        .build_recorder();
+    let handle = recorder.handle();
+    ::metrics::set_global_recorder(recorder)
         .map_err(|e| MetricsError::Listen(bind, e.to_string()))?;
-    let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    std::thread::Builder::new()
-        .name("metrics-http".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            let built = {
-                let _guard = rt.enter();
-                builder.build()
-            };
-            let exporter = match built {
-                Ok((recorder, exporter)) => match ::metrics::set_global_recorder(recorder) {
-                    Ok(()) => exporter,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
-                        return;
-                    }
-                },
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            let _ = tx.send(Ok(()));
-            if let Err(e) = rt.block_on(exporter) {
-                tracing::error!(bind = %bind, error = ?e, "metrics endpoint stopped");
-            }
-        })
-        .map_err(|e| MetricsError::Listen(bind, e.to_string()))?;
-    match rx.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(MetricsError::Listen(bind, e)),
-        Err(_) => return Err(MetricsError::Listen(bind, "exporter thread ended".into())),
-    }
+    let upkeep = handle.clone();
+    spawn_thread("metrics-upkeep", bind, move || {
+        loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            upkeep.run_upkeep();
+        }
+    })?;
+    spawn_thread("metrics-http", bind, move || http::serve(listener, handle))?;
     *installed = Some(bind);
     describe_all();
     tracing::info!(bind = %bind, "Prometheus metrics endpoint listening");
     Ok(())
+}
+
+fn spawn_thread(
+    name: &str,
+    bind: SocketAddr,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<(), MetricsError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(|_| ())
+        .map_err(|e| MetricsError::Listen(bind, e.to_string()))
 }
 
 #[cfg(test)]
@@ -209,7 +201,7 @@ mod tests {
 
     /// Every `edgebus_…` token in `text`.
     fn names_in(text: &str) -> BTreeSet<String> {
-        let re = regex::Regex::new(r"edgebus_[a-z0-9_]+").unwrap();
+        let re = regex_lite::Regex::new(r"edgebus_[a-z0-9_]+").unwrap();
         re.find_iter(text).map(|m| m.as_str().to_string()).collect()
     }
 
