@@ -5,12 +5,19 @@
 //! cargo run --release --example mqttsn_load            # starts its own mosquitto
 //! cargo run --release --example mqttsn_load -- --broker-port 1883
 //! cargo run --release --example mqttsn_load -- --threads 1   # gateway on one thread
+//! cargo run --release --example mqttsn_load -- --uplink always  # outbox commits each publish
+//! cargo run --release --example mqttsn_load -- --uplink direct  # no outbox at all
 //! ```
 //!
 //! The gateway runs in a child process (this binary with `--gateway-child`), so its RSS is
-//! measured alone. Its uplink is a direct MQTT connection that confirms QoS 1 on the
-//! broker's PUBACK (no SQLite outbox in the path: this measures the gateway itself).
-//! Payloads carry the send time, so the subscriber measures end-to-end latency.
+//! measured alone. By default (`--uplink offline`) the child is the whole gateway as deployed
+//! (`edgebus::pipeline::run` on a generated map: MQTT-SN into the SQLite outbox, the outbox
+//! to mosquitto over the upstream connection, default `durability: offline`); a QoS 1 client
+//! is acknowledged once the outbox holds its message. `--uplink always` does the same with
+//! `durability: always` (acknowledged once committed to disk). `--uplink direct` replaces
+//! outbox and upstream with a plain MQTT connection that confirms QoS 1 on the broker's
+//! PUBACK, which measures the MQTT-SN side alone. Payloads carry the send time, so the
+//! subscriber measures end-to-end latency.
 
 #[path = "../tests/mqttsn_support/direct.rs"]
 mod direct;
@@ -43,6 +50,14 @@ fn payload(client: u32, seq: u32) -> Vec<u8> {
     p
 }
 
+/// TCP_NODELAY, as the gateway's upstream connection sets it: without it Nagle's algorithm
+/// holds small publishes back and the ceiling's latency is the kernel's, not the broker's.
+fn nodelay() -> rumqttc::NetworkOptions {
+    let mut no = rumqttc::NetworkOptions::new();
+    no.set_tcp_nodelay(true);
+    no
+}
+
 /// What the subscriber saw for one run.
 #[derive(Default)]
 struct Seen {
@@ -61,6 +76,7 @@ async fn subscriber(
     o.set_keep_alive(Duration::from_secs(30));
     o.set_inflight(1000);
     let (c, mut el) = AsyncClient::new(o, 1000);
+    el.set_network_options(nodelay());
     c.subscribe(filter, qos).await.ok();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let s2 = seen.clone();
@@ -164,6 +180,10 @@ fn report(name: &str, sent: usize, seen: &Mutex<Seen>, start: Instant) -> Report
     }
 }
 
+/// Publishes in flight towards mosquitto: the ceiling's window, and the gateway's upstream
+/// window (`upstream.max_inflight`) in the whole-gateway modes, so both wait on the broker alike.
+const INFLIGHT: u16 = 100;
+
 /// Plain MQTT publisher straight to the broker: `total` messages, paced at `rate` (0 = max).
 async fn ceiling(port: u16, run: &str, total: usize, qos: rumqttc::QoS, rate: f64) -> Report {
     let rq = if qos == rumqttc::QoS::AtMostOnce {
@@ -173,9 +193,23 @@ async fn ceiling(port: u16, run: &str, total: usize, qos: rumqttc::QoS, rate: f6
     };
     let (_sub, seen) = subscriber(port, format!("load/{run}/#"), rq).await;
     let mut o = MqttOptions::new(format!("load-pub-{run}"), "127.0.0.1", port);
-    o.set_inflight(100);
+    o.set_inflight(INFLIGHT);
     let (c, mut el) = AsyncClient::new(o, 1000);
-    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    el.set_network_options(nodelay());
+    // The clock starts once connected: publishes queued before CONNACK would count the
+    // handshake as latency and lower the ceiling.
+    let (up_tx, up_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut up_tx = Some(up_tx);
+        while let Ok(ev) = el.poll().await {
+            if let Event::Incoming(Incoming::ConnAck(_)) = ev
+                && let Some(t) = up_tx.take()
+            {
+                let _ = t.send(());
+            }
+        }
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(5), up_rx).await;
     let start = Instant::now();
     for i in 0..total {
         if rate > 0.0 {
@@ -345,16 +379,52 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Child mode: run the gateway until stdin closes.
+/// The limits the load needs (many clients, fast sources), as used by both child modes.
+fn load_limits(cfg: &mut MqttSnConfig) {
+    cfg.limits.max_clients = 5000;
+    cfg.limits.rate_per_source = 100_000.0;
+    cfg.limits.rate_burst = 100_000.0;
+    cfg.limits.max_sources = 8192;
+}
+
+/// Child mode, whole gateway: a generated map, run by the pipeline until killed.
+async fn pipeline_child(broker_port: u16, durability: &str) {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("free UDP port");
+    let port = udp.local_addr().expect("local addr").port();
+    drop(udp);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut limits = MqttSnConfig::default();
+    load_limits(&mut limits);
+    let l = &limits.limits;
+    let map = format!(
+        "gateway: {{ id: load, data_dir: '{data}' }}\n\
+         upstream: {{ url: 'mqtt://127.0.0.1:{broker_port}', max_inflight: {INFLIGHT} }}\n\
+         buffer: {{ durability: {durability} }}\n\
+         mqttsn:\n  bind: ['127.0.0.1:{port}']\n  limits: {{ max_clients: {mc}, rate_per_source: {r}, \
+         rate_burst: {b}, max_sources: {ms} }}\n\
+         devices: []\n",
+        data = dir.path().join("data").display(),
+        mc = l.max_clients,
+        r = l.rate_per_source,
+        b = l.rate_burst,
+        ms = l.max_sources,
+    );
+    let path = dir.path().join("load.yaml");
+    std::fs::write(&path, map).expect("write map");
+    println!("PORT {port}");
+    if let Err(e) = edgebus::pipeline::run(path).await {
+        eprintln!("gateway: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Child mode, MQTT-SN side only: the gateway on a direct MQTT uplink until stdin closes.
 async fn gateway_child(broker_port: u16) {
     let mut cfg = MqttSnConfig {
         bind: vec!["127.0.0.1:0".parse().unwrap()],
         ..MqttSnConfig::default()
     };
-    cfg.limits.max_clients = 5000;
-    cfg.limits.rate_per_source = 100_000.0;
-    cfg.limits.rate_burst = 100_000.0;
-    cfg.limits.max_sources = 8192;
+    load_limits(&mut cfg);
     let b = Bound::bind(cfg).await.expect("bind");
     println!("PORT {}", b.local_addrs()[0].port());
     let (d, rx) = direct::connect("127.0.0.1", broker_port, "edgebus-mqttsn-load");
@@ -407,6 +477,16 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| a.get(i + 1).cloned())
 }
 
+/// `--uplink`: `offline` (default), `always` or `direct`.
+fn uplink() -> String {
+    let u = arg("--uplink").unwrap_or_else(|| "offline".into());
+    if !["offline", "always", "direct"].contains(&u.as_str()) {
+        eprintln!("--uplink: offline, always or direct");
+        std::process::exit(2);
+    }
+    u
+}
+
 fn main() {
     let threads: usize = arg("--threads").and_then(|s| s.parse().ok()).unwrap_or(2);
     if let Some(p) = arg("--gateway-child") {
@@ -422,7 +502,11 @@ fn main() {
                 .build()
         }
         .expect("runtime");
-        rt.block_on(gateway_child(p.parse().expect("port")));
+        let port = p.parse().expect("port");
+        match uplink().as_str() {
+            "direct" => rt.block_on(gateway_child(port)),
+            durability => rt.block_on(pipeline_child(port, durability)),
+        }
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -451,6 +535,8 @@ async fn parent(threads: usize) {
         .arg(port.to_string())
         .arg("--threads")
         .arg(threads.to_string())
+        .arg("--uplink")
+        .arg(uplink())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -464,9 +550,38 @@ async fn parent(threads: usize) {
         .parse()
         .expect("gateway port");
     let gw: SocketAddr = ([127, 0, 0, 1], gw_port).into();
+    // The whole gateway opens its outbox before it binds: wait until it answers.
+    let ready = Instant::now();
+    while SnClient::open(gw, "load-probe", "load/probe")
+        .await
+        .is_none()
+    {
+        if ready.elapsed() > Duration::from_secs(20) {
+            eprintln!("the gateway does not answer on {gw}");
+            std::process::exit(1);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     println!(
-        "gateway pid {pid} ({threads} runtime thread(s)), RSS at start {} KiB",
+        "gateway pid {pid} ({threads} runtime thread(s), uplink {}), RSS at start {} KiB",
+        uplink(),
+        rss_kb(pid)
+    );
+
+    // RSS with 1000 connected clients, before any load (afterwards the allocator keeps what
+    // the load needed; that figure is printed at the end).
+    let mut keep = Vec::new();
+    for i in 0..1000 {
+        if let Some(c) = SnClient::open(gw, &format!("idle-{i}"), &format!("load/idle/c{i}")).await
+        {
+            keep.push(c);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!(
+        "gateway RSS with {} connected clients: {} KiB",
+        keep.len(),
         rss_kb(pid)
     );
 
@@ -529,21 +644,15 @@ async fn parent(threads: usize) {
         g.p99 - d.p99
     );
 
-    // RSS with 1000 connected clients
-    let mut keep = Vec::new();
-    for i in 0..1000 {
-        if let Some(c) = SnClient::open(gw, &format!("idle-{i}"), &format!("load/idle/c{i}")).await
-        {
-            keep.push(c);
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     println!(
-        "gateway RSS with {} connected clients: {} KiB",
+        "gateway RSS after the load, {} clients still connected: {} KiB",
         keep.len(),
         rss_kb(pid)
     );
     drop(child.stdin.take());
+    if uplink() != "direct" {
+        let _ = child.start_kill();
+    }
     let _ = child.wait().await;
 }
 

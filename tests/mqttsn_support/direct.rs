@@ -36,6 +36,10 @@ pub fn connect(host: &str, port: u16, id: &str) -> (Arc<Direct>, mpsc::Receiver<
     opts.set_inflight(1000);
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut el) = AsyncClient::new(opts, 20_000);
+    // As the gateway's own upstream connection: no Nagle delay on small publishes.
+    let mut no = rumqttc::NetworkOptions::new();
+    no.set_tcp_nodelay(true);
+    el.set_network_options(no);
     let d = Arc::new(Direct {
         client,
         order: Mutex::new(VecDeque::new()),
