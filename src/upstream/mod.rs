@@ -96,6 +96,9 @@ pub const QOS2_WINDOW: usize = 16;
 /// Capacity of each downlink receiver.
 pub const DOWNLINK_QUEUE: usize = 1024;
 
+/// Connection events handled in one go before the in-flight window is refilled.
+const EVENT_BATCH: usize = 256;
+
 impl UpstreamHandle {
     /// Subscribes now (when connected) and after every reconnect.
     pub fn subscribe(&self, filter: String, qos: QoS) {
@@ -404,10 +407,21 @@ impl Upstream {
                         self.fail("connection task ended".into(), said_buffering, true);
                         return End::Lost;
                     };
-                    if let Some(e) = self.on_event(ev, &mut t) {
-                        tracing::debug!(up_for = ?since.elapsed(), "connection lost");
-                        self.fail(e, said_buffering, true);
-                        return End::Lost;
+                    // Take every event already queued before refilling the window: under
+                    // load, acknowledgements arrive in bursts, and one refill per burst costs
+                    // far less than one per acknowledgement.
+                    let mut ev = Some(ev);
+                    let mut taken = 0;
+                    while let Some(e) = ev.take() {
+                        if let Some(e) = self.on_event(e, &mut t) {
+                            tracing::debug!(up_for = ?since.elapsed(), "connection lost");
+                            self.fail(e, said_buffering, true);
+                            return End::Lost;
+                        }
+                        taken += 1;
+                        if taken < EVENT_BATCH {
+                            ev = conn.events.try_recv().ok();
+                        }
                     }
                 }
                 cmd = self.cmds.recv() => {
