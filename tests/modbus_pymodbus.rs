@@ -3,6 +3,7 @@
 //! request counts equal to the plan, the illegal-address fallback on a real gapped map, a
 //! missing slave going offline, and writes landing with the right function code and words.
 
+mod emulation;
 mod modbus_support;
 
 use std::collections::BTreeMap;
@@ -283,6 +284,9 @@ async fn pymodbus_over_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymodbus_over_rtu_on_a_pty_pair() {
+    if !emulation::serial_usable("pymodbus_over_rtu_on_a_pty_pair") {
+        return;
+    }
     scenario(Link::Rtu).await;
 }
 

@@ -2,6 +2,7 @@
 //! with noise, then socat is stopped (unplug: links gone, ptys closed) and restarted at the
 //! same paths (re-plug), and the source reads again.
 
+mod emulation;
 mod serial_support;
 
 use std::io::Write;
@@ -49,6 +50,9 @@ async fn altitude_after(
 
 #[tokio::test]
 async fn socat_bridge_stream_unplug_replug() {
+    if !emulation::serial_usable("socat_bridge_stream_unplug_replug") {
+        return;
+    }
     if !have_peer("socat", "socat") {
         return;
     }

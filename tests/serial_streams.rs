@@ -1,6 +1,7 @@
 //! Streaming sensors on real pseudo-terminals: each protocol with noise mixed in, checked
 //! value by value, and the garbage counted by reason.
 
+mod emulation;
 mod serial_support;
 
 use edgebus::reading::Value;
@@ -25,6 +26,9 @@ fn get(s: &std::sync::atomic::AtomicU64) -> u64 {
 
 #[tokio::test]
 async fn gps_receiver_nmea_with_noise() {
+    if !emulation::serial_usable("gps_receiver_nmea_with_noise") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut pty = Pty::new(&dir.path().join("usb-u-blox_GNSS_receiver-if00"));
     let src = source_from_yaml(&yaml(
@@ -113,6 +117,9 @@ async fn gps_receiver_nmea_with_noise() {
 
 #[tokio::test]
 async fn weather_station_csv_crlf() {
+    if !emulation::serial_usable("weather_station_csv_crlf") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut pty = Pty::new(&dir.path().join("usb-FTDI_FT232R_weather-if00-port0"));
     let src = source_from_yaml(&yaml(
@@ -165,6 +172,9 @@ async fn weather_station_csv_crlf() {
 
 #[tokio::test]
 async fn json_lines_by_pointer() {
+    if !emulation::serial_usable("json_lines_by_pointer") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut pty = Pty::new(&dir.path().join("usb-Espressif_ESP32-if00"));
     let src = source_from_yaml(&yaml(
@@ -208,6 +218,9 @@ async fn json_lines_by_pointer() {
 
 #[tokio::test]
 async fn arduino_key_value_and_regex_devices_share_a_line() {
+    if !emulation::serial_usable("arduino_key_value_and_regex_devices_share_a_line") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut pty = Pty::new(&dir.path().join("usb-Arduino__www.arduino.cc__0043-if00"));
     let src = source_from_yaml(&yaml(
@@ -270,6 +283,9 @@ async fn arduino_key_value_and_regex_devices_share_a_line() {
 
 #[tokio::test]
 async fn custom_delimiter_byte() {
+    if !emulation::serial_usable("custom_delimiter_byte") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut pty = Pty::new(&dir.path().join("usb-scale-if00"));
     let src = source_from_yaml(&yaml(

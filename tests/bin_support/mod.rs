@@ -25,6 +25,13 @@ pub fn runnable(test: &str) -> bool {
                 "cannot execute {BIN} ({e}): tests run emulated (qemu-user) and this kernel \
                  has no binfmt handler for the target's executables"
             )),
+            // Under qemu-user, glibc's posix_spawn cannot hand the exec error back to the
+            // parent and its child exits 127 instead, before printing anything.
+            Ok(out) if out.status.code() == Some(127) && out.stdout.is_empty() => Some(format!(
+                "cannot execute {BIN} (`--version` exits 127 without output): tests run \
+                 emulated (qemu-user) and this kernel has no binfmt handler for the target's \
+                 executables"
+            )),
             // Any other outcome, including a failure, is for the test itself to report.
             _ => None,
         }
