@@ -314,7 +314,7 @@ impl Outbox {
     }
 
     /// For MQTT-SN QoS 1/2: returns once the outbox holds the message (with
-    /// `durability: always`, once it is committed). Returns `Err(Congestion)` instead of
+    /// `durability: always`, once it is committed, which starts at once). Returns `Err(Congestion)` instead of
     /// evicting when the outbox is full.
     pub async fn push_confirmed(&self, msg: Message) -> Result<u64, OutboxError> {
         let mut rx = self.shared().durable.subscribe();
@@ -324,6 +324,10 @@ impl Outbox {
         if self.shared().cfg.durability == Durability::Offline {
             return Ok(seq);
         }
+        // A client waits for this commit: start it now instead of at the end of the commit
+        // interval. Whatever arrives while it runs joins the next one (group commit), so
+        // waiting clients cost one fsync per group, not one per message.
+        lock(&self.shared().state).force = true;
         self.shared().wake();
         loop {
             {
