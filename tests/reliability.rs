@@ -18,6 +18,7 @@
 //! with each other for the CPU.
 
 mod bin_support;
+mod emulation;
 mod modbus_support;
 mod serial_support;
 mod upstream_support;

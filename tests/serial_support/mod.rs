@@ -1,11 +1,11 @@
 //! Shared by the serial integration tests: real pseudo-terminal pairs (openpty) standing in
-//! for USB serial adapters, and a harness that runs a serial source built from YAML.
+//! for USB serial adapters, and a harness that runs a serial source built from YAML. Test
+//! files using it also declare `mod emulation;` (where the pty is opened).
 #![allow(dead_code)]
 
-use std::ffi::CStr;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,20 +30,9 @@ pub struct Pty {
 
 impl Pty {
     pub fn new(link: &Path) -> Pty {
-        let (mut m, mut s) = (0, 0);
-        // SAFETY: openpty writes two descriptors; null name/termios/winsize are allowed.
-        let rc = unsafe {
-            libc::openpty(
-                &mut m,
-                &mut s,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both descriptors were just returned by openpty and are owned here.
-        let (master, slave) = unsafe { (File::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+        let (master, slave, name) =
+            crate::emulation::open_pty().unwrap_or_else(|e| panic!("openpty: {e}"));
+        let s = slave.as_raw_fd();
         // Raw from the start, so bytes written before the source opens the port are not
         // echoed or translated (\r → \n) by the line discipline.
         // SAFETY: plain termios calls on a valid descriptor.
@@ -53,21 +42,7 @@ impl Pty {
             libc::cfmakeraw(&mut t);
             assert_eq!(libc::tcsetattr(s, libc::TCSANOW, &t), 0);
         }
-        // ttyname_r, not ttyname: tests run on parallel threads and ttyname's static buffer
-        // would hand one test another's name.
-        let mut buf = [0 as libc::c_char; 128];
-        // SAFETY: the buffer and its length are ours; on success it holds a NUL-terminated name.
-        let rc = unsafe { libc::ttyname_r(s, buf.as_mut_ptr(), buf.len()) };
-        assert_eq!(
-            rc,
-            0,
-            "ttyname_r: {}",
-            std::io::Error::from_raw_os_error(rc)
-        );
-        // SAFETY: ttyname_r succeeded, so buf is NUL-terminated.
-        let name = unsafe { CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
+        let master = File::from(master);
         let _ = std::fs::remove_file(link);
         std::os::unix::fs::symlink(&name, link).expect("symlink to the pty");
         Pty {
