@@ -1,9 +1,10 @@
 //! Wiring: sources -> formatter -> outbox -> upstream, downlink routing, reload and graceful
 //! shutdown. The one place that knows every part.
 
+use portable_atomic::AtomicU64;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;

@@ -20,7 +20,7 @@ fn float(v: &Value) -> f64 {
     }
 }
 
-fn get(s: &std::sync::atomic::AtomicU64) -> u64 {
+fn get(s: &portable_atomic::AtomicU64) -> u64 {
     SerialStats::get(s)
 }
 

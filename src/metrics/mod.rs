@@ -6,13 +6,10 @@
 //! periodically by [`crate::health::Monitor`] instead, so those parts need no metrics code.
 //! A unit test keeps this list, the source and the README in step.
 
+#[cfg(feature = "prometheus")]
 mod http;
 
-use std::net::{SocketAddr, TcpListener};
-use std::sync::Mutex;
-use std::time::Duration;
-
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use std::net::SocketAddr;
 
 /// Errors installing the exporter.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +18,10 @@ pub enum MetricsError {
     Listen(SocketAddr, String),
     #[error("a metrics endpoint already runs on {0} in this process; {1} is not started")]
     AlreadyInstalled(SocketAddr, SocketAddr),
+    #[error(
+        "metrics endpoint {0}: this build has no Prometheus endpoint (cargo feature `prometheus`)"
+    )]
+    NotBuilt(SocketAddr),
 }
 
 /// What kind of series a metric is.
@@ -109,6 +110,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
 
 /// Latency buckets (seconds) for request histograms: a Modbus RTU request at 9600 Bd takes
 /// tens of milliseconds, a timeout is seconds.
+#[cfg(feature = "prometheus")]
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
@@ -125,10 +127,12 @@ pub fn describe_all() {
 }
 
 /// The address of the endpoint installed in this process, if any (one recorder per process).
-static INSTALLED: Mutex<Option<SocketAddr>> = Mutex::new(None);
+#[cfg(feature = "prometheus")]
+static INSTALLED: std::sync::Mutex<Option<SocketAddr>> = std::sync::Mutex::new(None);
 
 /// How often histogram samples are folded into their buckets when nobody scrapes.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+#[cfg(feature = "prometheus")]
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Starts the Prometheus endpoint on `bind` and installs the global recorder.
 ///
@@ -138,7 +142,11 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// is answered even when the gateway's runtime is busy, and it outlives the runtime that
 /// started it (a process may start several gateways in tests; only the first installs the
 /// recorder).
+#[cfg(feature = "prometheus")]
 pub fn install(bind: SocketAddr) -> Result<(), MetricsError> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use std::net::TcpListener;
+
     let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(first) = *installed {
         return if first == bind {
@@ -170,6 +178,14 @@ pub fn install(bind: SocketAddr) -> Result<(), MetricsError> {
     Ok(())
 }
 
+/// Without the `prometheus` feature there is no endpoint: `metrics.bind` is reported, the
+/// gateway runs on (as when the address cannot be bound).
+#[cfg(not(feature = "prometheus"))]
+pub fn install(bind: SocketAddr) -> Result<(), MetricsError> {
+    Err(MetricsError::NotBuilt(bind))
+}
+
+#[cfg(feature = "prometheus")]
 fn spawn_thread(
     name: &str,
     bind: SocketAddr,
@@ -232,6 +248,15 @@ mod tests {
         );
         let stale: Vec<_> = documented.difference(&described).collect();
         assert!(stale.is_empty(), "README lists unknown metrics: {stale:?}");
+    }
+
+    #[test]
+    #[cfg(not(feature = "prometheus"))]
+    fn without_the_feature_the_endpoint_is_reported_not_started() {
+        let bind: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        let e = install(bind).unwrap_err();
+        assert!(matches!(e, MetricsError::NotBuilt(b) if b == bind), "{e}");
+        assert!(e.to_string().contains("cargo feature `prometheus`"), "{e}");
     }
 
     #[test]

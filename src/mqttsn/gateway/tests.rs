@@ -1094,6 +1094,7 @@ fn predefined_and_short_subscriptions() {
 }
 
 #[test]
+#[cfg(feature = "prometheus")]
 fn sent_packets_and_congestion_are_counted() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();

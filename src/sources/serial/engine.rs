@@ -3,9 +3,10 @@
 //! streaming devices whose `match` accepts it), parses, converts, and tracks availability.
 //! The port shell (`port.rs`) only moves bytes and sleeps until [`Engine::next_deadline`].
 
+use portable_atomic::AtomicU64;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
