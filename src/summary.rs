@@ -25,6 +25,12 @@ pub fn summary(cfg: &Config, built: &Built) -> String {
     );
     if let Some(bind) = cfg.metrics.as_ref().and_then(|m| m.bind) {
         let _ = writeln!(s, "  metrics: http://{bind}/metrics");
+        if cfg!(not(feature = "prometheus")) {
+            let _ = writeln!(
+                s,
+                "    (not served: this build has no Prometheus endpoint, cargo feature `prometheus`)"
+            );
+        }
     }
     if let Some(prefix) = crate::homeassistant::prefix_of(cfg) {
         let _ = writeln!(
