@@ -315,8 +315,8 @@ impl Outbox {
     }
 
     /// For MQTT-SN QoS 1/2: returns once the outbox holds the message (with
-    /// `durability: always`, once it is committed, which starts at once). Returns `Err(Congestion)` instead of
-    /// evicting when the outbox is full.
+    /// `durability: always`, once it is committed, which starts at once). Returns
+    /// `Err(Congestion)` instead of evicting when the outbox is full.
     pub async fn push_confirmed(&self, msg: Message) -> Result<u64, OutboxError> {
         let mut rx = self.shared().durable.subscribe();
         let before = rx.borrow().failures;

@@ -407,20 +407,18 @@ impl Upstream {
                         self.fail("connection task ended".into(), said_buffering, true);
                         return End::Lost;
                     };
-                    // Take every event already queued before refilling the window: under
-                    // load, acknowledgements arrive in bursts, and one refill per burst costs
-                    // far less than one per acknowledgement.
-                    let mut ev = Some(ev);
-                    let mut taken = 0;
-                    while let Some(e) = ev.take() {
-                        if let Some(e) = self.on_event(e, &mut t) {
+                    // Take the events already queued before refilling the window: under load
+                    // acknowledgements arrive in bursts, and one refill serves the burst.
+                    let mut ev = ev;
+                    for _ in 0..EVENT_BATCH {
+                        if let Some(e) = self.on_event(ev, &mut t) {
                             tracing::debug!(up_for = ?since.elapsed(), "connection lost");
                             self.fail(e, said_buffering, true);
                             return End::Lost;
                         }
-                        taken += 1;
-                        if taken < EVENT_BATCH {
-                            ev = conn.events.try_recv().ok();
+                        match conn.events.try_recv() {
+                            Ok(next) => ev = next,
+                            Err(_) => break,
                         }
                     }
                 }
