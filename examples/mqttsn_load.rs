@@ -7,6 +7,7 @@
 //! cargo run --release --example mqttsn_load -- --threads 1   # gateway on one thread
 //! cargo run --release --example mqttsn_load -- --uplink always  # outbox commits each publish
 //! cargo run --release --example mqttsn_load -- --uplink direct  # no outbox at all
+//! cargo run --release --example mqttsn_load -- --only q1 --scale 10  # one scenario, longer
 //! ```
 //!
 //! The gateway runs in a child process (this binary with `--gateway-child`), so its RSS is
@@ -374,6 +375,55 @@ async fn through_gateway(
     r
 }
 
+/// CPU time (user + system) a process has used so far, in milliseconds; 0 if unknown.
+fn cpu_ms(pid: u32) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) start at the state (3).
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks * 1000 / tck)
+        })
+        .unwrap_or(0)
+}
+
+/// The processes whose CPU time a scenario reports: the load (this process, clients,
+/// subscriber and ceiling publisher), the gateway child and the broker if we started it.
+#[derive(Clone, Copy)]
+struct Procs {
+    gateway: u32,
+    broker: Option<u32>,
+}
+
+impl Procs {
+    fn sample(&self) -> [u64; 3] {
+        [
+            cpu_ms(std::process::id()),
+            cpu_ms(self.gateway),
+            self.broker.map(cpu_ms).unwrap_or(0),
+        ]
+    }
+    /// Prints the CPU time used since `before`, per message delivered.
+    fn print_since(&self, before: [u64; 3], messages: usize) {
+        let now = self.sample();
+        let d: Vec<u64> = (0..3).map(|i| now[i].saturating_sub(before[i])).collect();
+        let per = |ms: u64| ms as f64 * 1000.0 / messages.max(1) as f64;
+        println!(
+            "  cpu: load {} ms, gateway {} ms, broker {} ms = {:.1} / {:.1} / {:.1} us per message",
+            d[0],
+            d[1],
+            d[2],
+            per(d[0]),
+            per(d[1]),
+            per(d[2])
+        );
+    }
+}
+
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -525,6 +575,8 @@ fn main() {
 
 async fn parent(threads: usize) {
     let scale: u32 = arg("--scale").and_then(|s| s.parse().ok()).unwrap_or(1);
+    let only = arg("--only").unwrap_or_else(|| "q0,q1,lat".into());
+    let wants = |name: &str| only.split(',').any(|o| o.trim() == name);
     let (port, _mosq) = match arg("--broker-port") {
         Some(p) => (p.parse().expect("port"), None),
         None => {
@@ -549,6 +601,10 @@ async fn parent(threads: usize) {
         .spawn()
         .expect("gateway child");
     let pid = child.id().unwrap_or(0);
+    let procs = Procs {
+        gateway: pid,
+        broker: _mosq.as_ref().map(|(c, _)| c.0.id()),
+    };
     let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let line = out.next_line().await.ok().flatten().unwrap_or_default();
     let gw_port: u16 = line
@@ -591,67 +647,82 @@ async fn parent(threads: usize) {
         rss_kb(pid)
     );
 
-    // QoS 0, 10 clients
-    let n0 = 10 * 3000 * scale;
-    let c0 = ceiling(
-        port,
-        "q0-ceiling",
-        n0 as usize,
-        rumqttc::QoS::AtMostOnce,
-        0.0,
-    )
-    .await;
-    c0.print();
-    through_gateway(port, gw, "q0-max", 10, 3000 * scale, Qos::Zero, 0.0)
-        .await
-        .print();
-    let paced = 0.8 * c0.rate;
-    let r = through_gateway(port, gw, "q0-at-80pct", 10, 3000 * scale, Qos::Zero, paced).await;
-    r.print();
-    println!(
-        "  -> QoS 0 at 80 % of the ceiling ({paced:.0} msg/s offered, {:.0} msg/s sent): \
-         {:.0} msg/s delivered = {:.0} % of the ceiling, {} lost",
-        r.send_rate.unwrap_or(0.0),
-        r.rate,
-        100.0 * r.rate / c0.rate.max(1.0),
-        r.sent - r.delivered
-    );
+    if wants("q0") {
+        // QoS 0, 10 clients
+        let n0 = 10 * 3000 * scale;
+        let cpu = procs.sample();
+        let c0 = ceiling(
+            port,
+            "q0-ceiling",
+            n0 as usize,
+            rumqttc::QoS::AtMostOnce,
+            0.0,
+        )
+        .await;
+        c0.print();
+        procs.print_since(cpu, c0.delivered);
+        let cpu = procs.sample();
+        let m = through_gateway(port, gw, "q0-max", 10, 3000 * scale, Qos::Zero, 0.0).await;
+        m.print();
+        procs.print_since(cpu, m.delivered);
+        let paced = 0.8 * c0.rate;
+        let cpu = procs.sample();
+        let r = through_gateway(port, gw, "q0-at-80pct", 10, 3000 * scale, Qos::Zero, paced).await;
+        r.print();
+        procs.print_since(cpu, r.delivered);
+        println!(
+            "  -> QoS 0 at 80 % of the ceiling ({paced:.0} msg/s offered, {:.0} msg/s sent): \
+             {:.0} msg/s delivered = {:.0} % of the ceiling, {} lost",
+            r.send_rate.unwrap_or(0.0),
+            r.rate,
+            100.0 * r.rate / c0.rate.max(1.0),
+            r.sent - r.delivered
+        );
+    }
 
-    // QoS 1, 100 clients, one in flight each
-    let n1 = 100 * 100 * scale;
-    let c1 = ceiling(
-        port,
-        "q1-ceiling",
-        n1 as usize,
-        rumqttc::QoS::AtLeastOnce,
-        0.0,
-    )
-    .await;
-    c1.print();
-    let g1 = through_gateway(port, gw, "q1-100clients", 100, 100 * scale, Qos::One, 0.0).await;
-    g1.print();
-    println!(
-        "  -> QoS 1 through the gateway: {:.0} % of the ceiling",
-        100.0 * g1.rate / c1.rate.max(1.0)
-    );
+    if wants("q1") {
+        // QoS 1, 100 clients, one in flight each
+        let n1 = 100 * 100 * scale;
+        let cpu = procs.sample();
+        let c1 = ceiling(
+            port,
+            "q1-ceiling",
+            n1 as usize,
+            rumqttc::QoS::AtLeastOnce,
+            0.0,
+        )
+        .await;
+        c1.print();
+        procs.print_since(cpu, c1.delivered);
+        let cpu = procs.sample();
+        let g1 = through_gateway(port, gw, "q1-100clients", 100, 100 * scale, Qos::One, 0.0).await;
+        g1.print();
+        procs.print_since(cpu, g1.delivered);
+        println!(
+            "  -> QoS 1 through the gateway: {:.0} % of the ceiling",
+            100.0 * g1.rate / c1.rate.max(1.0)
+        );
+    }
 
-    // latency at 5000 msg/s
-    let d = ceiling(
-        port,
-        "lat-direct-5k",
-        15_000,
-        rumqttc::QoS::AtMostOnce,
-        5000.0,
-    )
-    .await;
-    d.print();
-    let g = through_gateway(port, gw, "lat-gateway-5k", 10, 1500, Qos::Zero, 5000.0).await;
-    g.print();
-    println!(
-        "  -> added latency at 5000 msg/s: p50 {:.2} ms, p99 {:.2} ms",
-        g.p50 - d.p50,
-        g.p99 - d.p99
-    );
+    if wants("lat") {
+        // latency at 5000 msg/s
+        let d = ceiling(
+            port,
+            "lat-direct-5k",
+            15_000,
+            rumqttc::QoS::AtMostOnce,
+            5000.0,
+        )
+        .await;
+        d.print();
+        let g = through_gateway(port, gw, "lat-gateway-5k", 10, 1500, Qos::Zero, 5000.0).await;
+        g.print();
+        println!(
+            "  -> added latency at 5000 msg/s: p50 {:.2} ms, p99 {:.2} ms",
+            g.p50 - d.p50,
+            g.p99 - d.p99
+        );
+    }
 
     println!(
         "gateway RSS after the load, {} clients still connected: {} KiB",

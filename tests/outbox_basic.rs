@@ -389,3 +389,75 @@ fn config_parses_and_validates() {
     assert_eq!(bad.validate().len(), 1);
     assert!(serde_json::from_str::<BufferConfig>(r#"{"max_byte":"1MiB"}"#).is_err());
 }
+
+/// With the link up, a confirmed push beyond half of `memory_limit` is acknowledged only once
+/// the broker's acknowledgements have made room (the client's one-in-flight window is the
+/// flow control, instead of a write to disk and a read back). With the link down it is
+/// acknowledged at once: buffering is what the outbox is for.
+#[tokio::test]
+async fn confirmed_push_waits_for_the_broker_while_the_link_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(Durability::Offline);
+    c.memory_limit = 64 * 1024;
+    c.spill_after = Duration::from_secs(30);
+    let o = Outbox::open(dir.path(), &c).unwrap();
+    o.set_connected(true);
+    // Fill memory past half of the limit without waiting (plain pushes never wait for this).
+    let mut n = 0;
+    while o.stats().memory_bytes * 2 <= c.memory_limit {
+        o.push(msg("a", n)).await.unwrap();
+        n += 1;
+    }
+    let waiting = tokio::spawn({
+        let o = o.clone();
+        async move { o.push_confirmed(msg("a", 1_000_000)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "acknowledged while memory is over half the limit");
+    // The broker acknowledges what was sent: room again, the push is confirmed.
+    let sent = drain(&o);
+    assert!(sent.len() as u64 > n, "the waiting message was queued meanwhile");
+    let seq = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("confirmed once the broker drained memory")
+        .unwrap()
+        .unwrap();
+    assert_eq!(sent.last(), Some(&1_000_000));
+    assert!(seq >= n);
+    assert_eq!(o.stats().spilled, 0, "nothing went to disk");
+
+    // Link down: confirmed at once, however full memory is.
+    for k in 0..n {
+        o.push(msg("b", k)).await.unwrap();
+    }
+    o.set_connected(false);
+    tokio::time::timeout(Duration::from_secs(2), o.push_confirmed(msg("b", n)))
+        .await
+        .expect("no waiting while the link is down")
+        .unwrap();
+    o.close().await.unwrap();
+}
+
+/// The wait is bounded by `spill_after`: a broker that stops acknowledging does not hold a
+/// client's acknowledgement longer than the message would stay in memory anyway.
+#[tokio::test]
+async fn confirmed_push_waits_at_most_spill_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(Durability::Offline);
+    c.memory_limit = 64 * 1024;
+    c.spill_after = Duration::from_millis(400);
+    let o = Outbox::open(dir.path(), &c).unwrap();
+    o.set_connected(true);
+    let mut n = 0;
+    while o.stats().memory_bytes * 2 <= c.memory_limit {
+        o.push(msg("a", n)).await.unwrap();
+        n += 1;
+    }
+    let t0 = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), o.push_confirmed(msg("a", n)))
+        .await
+        .expect("confirmed after spill_after at the latest")
+        .unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(300), "{:?}", t0.elapsed());
+    o.close().await.unwrap();
+}

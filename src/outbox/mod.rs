@@ -68,6 +68,8 @@ pub struct OutboxStats {
     pub dropped_max_age: u64,
     /// Queued messages held in RAM, and queued rows on disk.
     pub in_memory: u64,
+    /// RAM those messages take, as counted against `memory_limit`.
+    pub memory_bytes: u64,
     pub on_disk: u64,
     /// Messages written to disk by this process.
     pub spilled: u64,
@@ -100,6 +102,12 @@ struct State {
     degraded: bool,
     /// `sync()` asked for everything to be written now.
     force: bool,
+    /// A confirmed push waits for the broker to drain memory (see `wait_for_drain`).
+    drain_waiting: bool,
+    /// The consumer's last `next_batch` came back short: it waits for new messages. Only
+    /// then does a push wake it; with its window full it runs on acknowledgements anyway, and
+    /// a wake-up per push would cost a thread hand-over per message for nothing.
+    consumer_idle: bool,
 }
 
 struct Shared {
@@ -271,7 +279,7 @@ impl Outbox {
         if st.q.mem_bytes > sh.cfg.memory_limit || (always && st.q.unstored_count >= 8192) {
             wake = true;
         }
-        let notify = !self.committed_only(&st);
+        let notify = !self.committed_only(&st) && std::mem::take(&mut st.consumer_idle);
         drop(st);
         if wake {
             sh.wake();
@@ -314,6 +322,40 @@ impl Outbox {
         }
     }
 
+    /// Flow control for confirmed pushes while the link is up (`offline` durability): when
+    /// producers outrun the broker, memory fills and the flusher would write the excess to
+    /// disk only to read it back moments later, which costs SD card wear and the CPU the
+    /// broker connection needs. A client that waits for its acknowledgement (one in flight,
+    /// MQTT-SN QoS 1/2) is the one producer that can be slowed down without losing anything,
+    /// so its acknowledgement waits until the broker's acknowledgements have brought memory
+    /// back to half of `memory_limit`. Never longer than `spill_after` (by then the message
+    /// would be written anyway), and not at all while the link is down or the disk fails.
+    async fn wait_for_drain(&self) {
+        let sh = self.shared();
+        let threshold = sh.cfg.memory_limit / 2;
+        let deadline = tokio::time::Instant::now() + sh.cfg.spill_after;
+        loop {
+            let notified = sh.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = lock(&sh.state);
+                if !st.connected
+                    || st.degraded
+                    || st.closing
+                    || st.crashed
+                    || st.q.mem_bytes <= threshold
+                {
+                    return;
+                }
+                st.drain_waiting = true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// For MQTT-SN QoS 1/2: returns once the outbox holds the message (with
     /// `durability: always`, once it is committed, which starts at once). Returns
     /// `Err(Congestion)` instead of evicting when the outbox is full.
@@ -323,6 +365,7 @@ impl Outbox {
         let seq = self.push_inner(msg, false)?;
         self.wait_for_room().await;
         if self.shared().cfg.durability == Durability::Offline {
+            self.wait_for_drain().await;
             return Ok(seq);
         }
         // A client waits for this commit: start it now instead of at the end of the commit
@@ -387,6 +430,7 @@ impl Outbox {
             dropped_max_bytes: q.dropped_bytes,
             dropped_max_age: q.dropped_age,
             in_memory: q.mem.len() as u64,
+            memory_bytes: q.mem_bytes,
             on_disk: q.disk_count,
             spilled: q.spilled,
             acked: q.acked,
@@ -467,7 +511,9 @@ impl Outbox {
                     (st.q.cursor, st.q.mem_lo())
                 } else {
                     let committed_only = self.committed_only(&st);
-                    return st.q.take_mem(max, committed_only);
+                    let out = st.q.take_mem(max, committed_only);
+                    st.consumer_idle = out.len() < max;
+                    return out;
                 }
             };
             let rows = match store::read_window(&reader, from, below, READAHEAD) {
@@ -490,21 +536,36 @@ impl Outbox {
 
     /// Waits until `next_batch` may have something new (or `timeout`).
     pub async fn wait_sendable(&self, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, self.shared().sendable.notified()).await;
+        let _ = tokio::time::timeout(timeout, self.sendable()).await;
+    }
+
+    /// Resolves when `next_batch` may have something new. The consumer's own timer guards
+    /// against a missed wake-up (one timer for the connection, not one per wait).
+    pub async fn sendable(&self) {
+        self.shared().sendable.notified().await;
     }
 
     /// The broker acknowledged `seq` (QoS 0: it was written to the socket): it leaves the
     /// outbox. Unknown seqs (dropped meanwhile) are ignored.
     pub fn ack(&self, seq: u64) {
-        let (known, to_delete) = {
-            let mut st = lock(&self.shared().state);
-            (st.q.ack(seq), !st.q.pending_deletes.is_empty())
+        let sh = self.shared();
+        let (known, to_delete, drained) = {
+            let mut st = lock(&sh.state);
+            let known = st.q.ack(seq);
+            let drained = st.drain_waiting && st.q.mem_bytes <= sh.cfg.memory_limit / 2;
+            if drained {
+                st.drain_waiting = false;
+            }
+            (known, !st.q.pending_deletes.is_empty(), drained)
         };
         if known {
             metrics::counter!("edgebus_outbox_acked_total").increment(1);
         }
         if to_delete {
-            self.shared().wake();
+            sh.wake();
+        }
+        if drained {
+            sh.room.notify_waiters();
         }
     }
 
@@ -534,6 +595,8 @@ impl Outbox {
         let was = std::mem::replace(&mut lock(&sh.state).connected, up);
         if was && !up {
             sh.wake();
+            // Confirmed pushes waiting for the broker to drain memory go on (to disk).
+            sh.room.notify_waiters();
         }
     }
 

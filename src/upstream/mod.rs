@@ -99,6 +99,9 @@ pub const DOWNLINK_QUEUE: usize = 1024;
 /// Connection events handled in one go before the in-flight window is refilled.
 const EVENT_BATCH: usize = 256;
 
+/// How often the outbox is looked at without a wake-up.
+const RECHECK: Duration = Duration::from_millis(500);
+
 impl UpstreamHandle {
     /// Subscribes now (when connected) and after every reconnect.
     pub fn subscribe(&self, filter: String, qos: QoS) {
@@ -362,6 +365,10 @@ impl Upstream {
         }
         let window = self.spec.inflight as usize;
         let mut held: VecDeque<crate::message::Message> = VecDeque::new();
+        // Looks at the outbox now and then even without a wake-up (deletes committed, a
+        // missed notification); one timer for the connection.
+        let recheck = tokio::time::sleep(RECHECK);
+        tokio::pin!(recheck);
         loop {
             // Fill the window from the outbox. Acknowledged rows not yet deleted on disk count
             // too: after a crash they come back, and duplicates must stay within the window.
@@ -434,7 +441,10 @@ impl Upstream {
                     }
                 }
                 // Also wakes when deletes are committed (room in the window again).
-                _ = self.outbox.wait_sendable(Duration::from_millis(500)) => {}
+                _ = self.outbox.sendable() => {}
+                _ = &mut recheck => {
+                    recheck.as_mut().reset(tokio::time::Instant::now() + RECHECK);
+                }
             }
         }
     }

@@ -5,6 +5,7 @@
 //! limits, the topic mapping and the upstream subscriptions wherever they come from.
 
 mod client;
+mod counters;
 mod limits;
 mod publish;
 #[cfg(test)]
@@ -89,6 +90,7 @@ pub struct Gateway {
     /// an unverified source may not be larger than what it sent (no amplification).
     ctx_len: usize,
     ctx_verified: bool,
+    counters: counters::Counters,
 }
 
 impl Gateway {
@@ -107,6 +109,7 @@ impl Gateway {
             out: VecDeque::new(),
             ctx_len: usize::MAX,
             ctx_verified: true,
+            counters: counters::Counters::default(),
             cfg,
         }
     }
@@ -157,7 +160,7 @@ impl Gateway {
 
     /// One datagram from a transport.
     pub fn handle_datagram(&mut self, now: Instant, from: Peer, bytes: &[u8]) {
-        metrics::counter!("edgebus_mqttsn_datagrams_total").increment(1);
+        self.counters.datagram();
         if bytes.len() > self.cfg.limits.max_packet_size {
             count_drop("too_large");
             tracing::debug!(peer = ?from, len = bytes.len(), "mqttsn: datagram above max_packet_size dropped");
@@ -205,7 +208,7 @@ impl Gateway {
     }
 
     fn dispatch(&mut self, now: Instant, addr: Addr, ctrl: u8, p: Packet) {
-        metrics::counter!("edgebus_mqttsn_packets_total", "type" => p.name()).increment(1);
+        self.counters.received(&p);
         match p {
             Packet::SearchGw { .. } => self.on_searchgw(now, &addr, ctrl),
             Packet::Advertise { .. } | Packet::GwInfo { .. } => {} // other gateways: ignored
@@ -320,7 +323,7 @@ impl Gateway {
             }
             self.ctx_len -= bytes.len();
         }
-        metrics::counter!("edgebus_mqttsn_packets_sent_total", "type" => p.name()).increment(1);
+        self.counters.sent(p);
         if return_code(p) == Some(ReturnCode::Congestion) {
             metrics::counter!("edgebus_mqttsn_congestion_total").increment(1);
         }

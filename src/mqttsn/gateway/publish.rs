@@ -41,7 +41,7 @@ impl Gateway {
             return;
         };
         let topic = self.upstream_topic(&topic);
-        metrics::counter!("edgebus_mqttsn_uplink_total", "qos" => "-1").increment(1);
+        self.counters.uplink(Qos::MinusOne);
         self.out.push_back(Action::Publish {
             ticket: None,
             topic,
@@ -144,9 +144,7 @@ impl Gateway {
             self.tickets.insert(t, addr.clone());
             Some(t)
         };
-        metrics::counter!("edgebus_mqttsn_uplink_total", "qos" => match flags.qos {
-            Qos::Zero => "0", Qos::One => "1", _ => "2" })
-        .increment(1);
+        self.counters.uplink(flags.qos);
         let topic = self.upstream_topic(&topic);
         self.out.push_back(Action::Publish {
             ticket,
