@@ -255,6 +255,49 @@ impl SnClient {
             .ok()?;
         codec::decode(&buf[..n]).ok().map(|d| d.packet)
     }
+    /// Waits for the PUBACK of `p` (sent already); retransmits it with DUP set when `kick`
+    /// fires, and gives up after five retransmissions.
+    async fn await_ack(&self, p: &Packet, kick: &tokio::sync::Notify) {
+        let Packet::Publish {
+            flags,
+            topic_id,
+            msg_id,
+            data,
+        } = p
+        else {
+            return;
+        };
+        let mut buf = [0u8; 512];
+        let mut retries = 0;
+        loop {
+            tokio::select! {
+                r = self.sock.recv_from(&mut buf) => {
+                    let Ok((n, _)) = r else { return };
+                    if let Ok(d) = codec::decode(&buf[..n])
+                        && matches!(d.packet, Packet::PubAck { msg_id: m, .. } if m == *msg_id)
+                    {
+                        return;
+                    }
+                }
+                _ = kick.notified() => {
+                    retries += 1;
+                    if retries > 5 {
+                        return;
+                    }
+                    let again = Packet::Publish {
+                        flags: Flags { dup: true, ..*flags },
+                        topic_id: *topic_id,
+                        msg_id: *msg_id,
+                        data: data.clone(),
+                    };
+                    if let Ok(b) = codec::encode_to_vec(&again) {
+                        let _ = self.sock.send_to(&b, self.gw).await;
+                    }
+                }
+            }
+        }
+    }
+
     /// Connects and registers `topic`; returns its id.
     async fn open(gw: SocketAddr, id: &str, topic: &str) -> Option<(SnClient, u16)> {
         let c = SnClient {
@@ -326,7 +369,38 @@ async fn through_gateway(
         0.0
     };
     let mut tasks = Vec::new();
-    for (i, (c, tid)) in opened {
+    // A QoS 1 client waits for its PUBACK without a timer of its own (a timer per message
+    // cost the load more CPU than some of what it measures, on the same cores as the
+    // gateway); a watchdog kicks the clients that made no progress for a second into a
+    // retransmission, as a node's retry timer would.
+    let progress: Arc<Vec<std::sync::atomic::AtomicU64>> = Arc::new(
+        (0..opened.len())
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect(),
+    );
+    let kicks: Arc<Vec<tokio::sync::Notify>> = Arc::new(
+        (0..opened.len())
+            .map(|_| tokio::sync::Notify::new())
+            .collect(),
+    );
+    let watchdog = tokio::spawn({
+        let (progress, kicks) = (progress.clone(), kicks.clone());
+        async move {
+            let mut last: Vec<u64> = vec![0; progress.len()];
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for (k, p) in progress.iter().enumerate() {
+                    let now = p.load(std::sync::atomic::Ordering::Relaxed);
+                    if now == last[k] {
+                        kicks[k].notify_one();
+                    }
+                    last[k] = now;
+                }
+            }
+        }
+    });
+    for (k, (i, (c, tid))) in opened.into_iter().enumerate() {
+        let (progress, kicks) = (progress.clone(), kicks.clone());
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
             for seq in 0..per_client {
@@ -349,20 +423,21 @@ async fn through_gateway(
                     },
                     data: payload(i, seq),
                 };
-                if qos == Qos::Zero {
-                    let Ok(b) = codec::encode_to_vec(&p) else {
-                        continue;
-                    };
-                    let _ = c.sock.send_to(&b, c.gw).await;
-                } else {
-                    let _ = c.request(p).await;
+                let Ok(b) = codec::encode_to_vec(&p) else {
+                    continue;
+                };
+                let _ = c.sock.send_to(&b, c.gw).await;
+                if qos != Qos::Zero {
+                    c.await_ack(&p, &kicks[k]).await;
                 }
+                progress[k].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }));
     }
     for t in tasks {
         let _ = t.await;
     }
+    watchdog.abort();
     let sending = start.elapsed();
     settle(&seen, (clients * per_client) as usize).await;
     let mut r = report(

@@ -413,10 +413,16 @@ async fn confirmed_push_waits_for_the_broker_while_the_link_is_up() {
         async move { o.push_confirmed(msg("a", 1_000_000)).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "acknowledged while memory is over half the limit");
+    assert!(
+        !waiting.is_finished(),
+        "acknowledged while memory is over half the limit"
+    );
     // The broker acknowledges what was sent: room again, the push is confirmed.
     let sent = drain(&o);
-    assert!(sent.len() as u64 > n, "the waiting message was queued meanwhile");
+    assert!(
+        sent.len() as u64 > n,
+        "the waiting message was queued meanwhile"
+    );
     let seq = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .expect("confirmed once the broker drained memory")
@@ -458,6 +464,10 @@ async fn confirmed_push_waits_at_most_spill_after() {
         .await
         .expect("confirmed after spill_after at the latest")
         .unwrap();
-    assert!(t0.elapsed() >= Duration::from_millis(300), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
     o.close().await.unwrap();
 }
