@@ -34,6 +34,7 @@ pub mod runtime;
 pub mod serial;
 pub mod session;
 pub mod topics;
+mod udp_batch;
 pub mod wiring;
 
 use futures::future::BoxFuture;

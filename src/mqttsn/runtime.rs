@@ -205,6 +205,7 @@ pub async fn serve<S>(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut deliveries_open = true;
+    let mut udp_out: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -234,6 +235,11 @@ pub async fn serve<S>(
             }
             Some((ticket, result)) = pending.next(), if !pending.is_empty() => {
                 on_verdict(&mut gw, ticket, result);
+                // Verdicts come in bursts (the outbox made room for many waiting clients):
+                // take the ready ones now, so their answers go out together.
+                while let Some(Some((ticket, result))) = pending.next().now_or_never() {
+                    on_verdict(&mut gw, ticket, result);
+                }
             }
             d = deliveries.recv(), if deliveries_open => match d {
                 Some(d) => gw.deliver(Instant::now(), &d.topic, d.payload, d.qos.as_u8(), d.retain),
@@ -242,6 +248,19 @@ pub async fn serve<S>(
             _ = tick.tick() => gw.handle_tick(Instant::now()),
         }
         while let Some(a) = gw.poll_action() {
+            // Datagrams are collected and sent together; anything else sends them first, so
+            // the order of actions holds.
+            let a = match a {
+                Action::Send {
+                    to: Peer::Udp(addr),
+                    bytes,
+                } => {
+                    udp_out.push((addr, bytes));
+                    continue;
+                }
+                other => other,
+            };
+            send_udp(&sockets, &mut udp_out).await;
             match a {
                 Action::Send { to, bytes } => send(&sockets, &serial_tx, to, &bytes).await,
                 Action::Broadcast { bytes } => {
@@ -273,6 +292,7 @@ pub async fn serve<S>(
                 Action::Unsubscribe { filter } => downlink.unsubscribe(&filter),
             }
         }
+        send_udp(&sockets, &mut udp_out).await;
     }
     tasks.abort_all();
 }
@@ -302,6 +322,61 @@ fn on_verdict(gw: &mut Gateway, ticket: Option<u64>, r: Result<(), super::Reject
     }
 }
 
+/// The socket to send to `addr` from, and the address in that socket's family: a socket of
+/// the peer's family is preferred; a dual-stack [::] socket takes both.
+fn udp_route(
+    sockets: &[(Arc<UdpSocket>, SocketAddr)],
+    addr: SocketAddr,
+) -> Option<(usize, SocketAddr)> {
+    let i = sockets
+        .iter()
+        .position(|(_, l)| l.is_ipv4() == addr.is_ipv4())
+        .or(if sockets.is_empty() { None } else { Some(0) })?;
+    let target = match (addr, sockets[i].1) {
+        (SocketAddr::V4(v4), SocketAddr::V6(_)) => {
+            SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+        }
+        _ => addr,
+    };
+    Some((i, target))
+}
+
+/// Sends the collected datagrams, a run per socket in one system call where it can, in order;
+/// waits only when a socket's send buffer is full.
+async fn send_udp(sockets: &[(Arc<UdpSocket>, SocketAddr)], out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    let mut i = 0;
+    while i < out.len() {
+        let Some((sock, _)) = udp_route(sockets, out[i].0) else {
+            break;
+        };
+        let mut run: Vec<(SocketAddr, &[u8])> = Vec::new();
+        for (addr, bytes) in &out[i..] {
+            match udp_route(sockets, *addr) {
+                Some((s, target)) if s == sock => run.push((target, bytes)),
+                _ => break,
+            }
+        }
+        i += run.len();
+        let s = &sockets[sock].0;
+        let mut done = 0;
+        while done < run.len() {
+            match super::udp_batch::try_send_batch(s, &run[done..]) {
+                Ok(n) => done += n,
+                Err(_) => {
+                    // Send buffer full: wait for room with this one datagram.
+                    let (to, bytes) = run[done];
+                    if let Err(e) = s.send_to(bytes, to).await {
+                        super::gateway::count_drop("udp_send_error");
+                        tracing::debug!(peer = %to, error = %e, "mqttsn: UDP send failed");
+                    }
+                    done += 1;
+                }
+            }
+        }
+    }
+    out.clear();
+}
+
 async fn send(
     sockets: &[(Arc<UdpSocket>, SocketAddr)],
     serial: &HashMap<u16, mpsc::Sender<Vec<u8>>>,
@@ -310,18 +385,10 @@ async fn send(
 ) {
     match to {
         Peer::Udp(addr) => {
-            // Prefer a socket of the peer's family; a dual-stack [::] socket takes both.
-            let pick = sockets
-                .iter()
-                .find(|(_, l)| l.is_ipv4() == addr.is_ipv4())
-                .or_else(|| sockets.first());
-            let Some((s, local)) = pick else { return };
-            let target = match (addr, local) {
-                (SocketAddr::V4(v4), SocketAddr::V6(_)) => {
-                    SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
-                }
-                _ => addr,
+            let Some((i, target)) = udp_route(sockets, addr) else {
+                return;
             };
+            let s = &sockets[i].0;
             if let Err(e) = s.try_send_to(bytes, target) {
                 if e.kind() == std::io::ErrorKind::WouldBlock {
                     let _ = s.send_to(bytes, target).await;
