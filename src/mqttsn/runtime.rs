@@ -200,7 +200,7 @@ pub async fn serve<S>(
         .collect();
     let mut gw = Gateway::new(cfg, Instant::now());
     // One byte more than allowed, so an oversized datagram is seen as such.
-    let mut buf = vec![0u8; max + 1];
+    let mut inbox = super::udp_batch::RecvBatch::new(max + 1);
     let mut pending = FuturesUnordered::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -212,9 +212,18 @@ pub async fn serve<S>(
             _ = readable(primary.as_deref()) => {
                 if let Some(s) = &primary {
                     // Drain what is queued before acting, to batch under load.
-                    for _ in 0..256 {
-                        match s.try_recv_from(&mut buf) {
-                            Ok((n, from)) => gw.handle_datagram(Instant::now(), Peer::Udp(from), &buf[..n]),
+                    let mut taken = 0;
+                    while taken < 256 {
+                        match inbox.try_recv(s) {
+                            Ok(n) => {
+                                let now = Instant::now();
+                                for i in 0..n {
+                                    if let Some((from, d)) = inbox.get(i) {
+                                        gw.handle_datagram(now, Peer::Udp(from), d);
+                                    }
+                                }
+                                taken += n.max(1);
+                            }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             // ICMP port unreachable from an earlier send shows up here on Linux.
                             Err(e) => {
