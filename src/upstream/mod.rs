@@ -403,11 +403,12 @@ impl Upstream {
                 if !held.is_empty() || busy >= window {
                     break;
                 }
-                // Under load acknowledgements arrive a few at a time; refilling for each few
-                // costs a write (and a read at the broker) per two or three messages. With
-                // most of the window still in flight, wait until a quarter of it is free: the
-                // broker stays busy and the writes carry a quarter window each.
-                if busy > 0 && window - busy < refill_chunk(window) {
+                // Under load the broker's acknowledgements arrive a few at a time; refilling
+                // for each few costs a write (and a read at the broker) per two or three
+                // messages. While most of the window waits for the broker, wait until a
+                // quarter of it is free: the broker stays busy and each write carries a
+                // quarter window. (QoS 0 leaves the window when written: no waiting for it.)
+                if t.awaiting_broker() > 0 && window - busy < refill_chunk(window) {
                     break;
                 }
                 let batch = self.outbox.next_batch(window - busy);

@@ -70,6 +70,11 @@ impl Tracker {
                 .count()
     }
 
+    /// Written publishes waiting for the broker's acknowledgement (QoS 1/2).
+    pub fn awaiting_broker(&self) -> usize {
+        self.inflight.len()
+    }
+
     /// Requests not yet acknowledged (queued + written).
     pub fn outstanding(&self) -> usize {
         self.queued.len() + self.inflight.len()
