@@ -499,6 +499,15 @@ impl Procs {
     }
 }
 
+/// Runs one scenario and prints its report and the CPU time it cost.
+async fn measured(procs: &Procs, run: impl std::future::Future<Output = Report>) -> Report {
+    let cpu = procs.sample();
+    let r = run.await;
+    r.print();
+    procs.print_since(cpu, r.delivered);
+    r
+}
+
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -724,27 +733,24 @@ async fn parent(threads: usize) {
 
     if wants("q0") {
         // QoS 0, 10 clients
-        let n0 = 10 * 3000 * scale;
-        let cpu = procs.sample();
-        let c0 = ceiling(
-            port,
-            "q0-ceiling",
-            n0 as usize,
-            rumqttc::QoS::AtMostOnce,
-            0.0,
+        let n0 = (10 * 3000 * scale) as usize;
+        let c0 = measured(
+            &procs,
+            ceiling(port, "q0-ceiling", n0, rumqttc::QoS::AtMostOnce, 0.0),
         )
         .await;
-        c0.print();
-        procs.print_since(cpu, c0.delivered);
-        let cpu = procs.sample();
-        let m = through_gateway(port, gw, "q0-max", 10, 3000 * scale, Qos::Zero, 0.0).await;
-        m.print();
-        procs.print_since(cpu, m.delivered);
+        let per_client = 3000 * scale;
+        measured(
+            &procs,
+            through_gateway(port, gw, "q0-max", 10, per_client, Qos::Zero, 0.0),
+        )
+        .await;
         let paced = 0.8 * c0.rate;
-        let cpu = procs.sample();
-        let r = through_gateway(port, gw, "q0-at-80pct", 10, 3000 * scale, Qos::Zero, paced).await;
-        r.print();
-        procs.print_since(cpu, r.delivered);
+        let r = measured(
+            &procs,
+            through_gateway(port, gw, "q0-at-80pct", 10, per_client, Qos::Zero, paced),
+        )
+        .await;
         println!(
             "  -> QoS 0 at 80 % of the ceiling ({paced:.0} msg/s offered, {:.0} msg/s sent): \
              {:.0} msg/s delivered = {:.0} % of the ceiling, {} lost",
@@ -757,22 +763,17 @@ async fn parent(threads: usize) {
 
     if wants("q1") {
         // QoS 1, 100 clients, one in flight each
-        let n1 = 100 * 100 * scale;
-        let cpu = procs.sample();
-        let c1 = ceiling(
-            port,
-            "q1-ceiling",
-            n1 as usize,
-            rumqttc::QoS::AtLeastOnce,
-            0.0,
+        let n1 = (100 * 100 * scale) as usize;
+        let c1 = measured(
+            &procs,
+            ceiling(port, "q1-ceiling", n1, rumqttc::QoS::AtLeastOnce, 0.0),
         )
         .await;
-        c1.print();
-        procs.print_since(cpu, c1.delivered);
-        let cpu = procs.sample();
-        let g1 = through_gateway(port, gw, "q1-100clients", 100, 100 * scale, Qos::One, 0.0).await;
-        g1.print();
-        procs.print_since(cpu, g1.delivered);
+        let g1 = measured(
+            &procs,
+            through_gateway(port, gw, "q1-100clients", 100, 100 * scale, Qos::One, 0.0),
+        )
+        .await;
         println!(
             "  -> QoS 1 through the gateway: {:.0} % of the ceiling",
             100.0 * g1.rate / c1.rate.max(1.0)

@@ -390,6 +390,17 @@ fn config_parses_and_validates() {
     assert!(serde_json::from_str::<BufferConfig>(r#"{"max_byte":"1MiB"}"#).is_err());
 }
 
+/// Pushes until memory holds more than half of `memory_limit` (plain pushes never wait for
+/// that); returns how many.
+async fn fill_past_half_of_memory(o: &Outbox, c: &BufferConfig) -> u64 {
+    let mut n = 0;
+    while o.stats().memory_bytes * 2 <= c.memory_limit {
+        o.push(msg("a", n)).await.unwrap();
+        n += 1;
+    }
+    n
+}
+
 /// With the link up, a confirmed push beyond half of `memory_limit` is acknowledged only once
 /// the broker's acknowledgements have made room (the client's one-in-flight window is the
 /// flow control, instead of a write to disk and a read back). With the link down it is
@@ -402,12 +413,7 @@ async fn confirmed_push_waits_for_the_broker_while_the_link_is_up() {
     c.spill_after = Duration::from_secs(30);
     let o = Outbox::open(dir.path(), &c).unwrap();
     o.set_connected(true);
-    // Fill memory past half of the limit without waiting (plain pushes never wait for this).
-    let mut n = 0;
-    while o.stats().memory_bytes * 2 <= c.memory_limit {
-        o.push(msg("a", n)).await.unwrap();
-        n += 1;
-    }
+    let n = fill_past_half_of_memory(&o, &c).await;
     let waiting = tokio::spawn({
         let o = o.clone();
         async move { o.push_confirmed(msg("a", 1_000_000)).await }
@@ -454,11 +460,7 @@ async fn confirmed_push_waits_at_most_spill_after() {
     c.spill_after = Duration::from_millis(400);
     let o = Outbox::open(dir.path(), &c).unwrap();
     o.set_connected(true);
-    let mut n = 0;
-    while o.stats().memory_bytes * 2 <= c.memory_limit {
-        o.push(msg("a", n)).await.unwrap();
-        n += 1;
-    }
+    let n = fill_past_half_of_memory(&o, &c).await;
     let t0 = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(5), o.push_confirmed(msg("a", n)))
         .await

@@ -534,11 +534,6 @@ impl Outbox {
         }
     }
 
-    /// Waits until `next_batch` may have something new (or `timeout`).
-    pub async fn wait_sendable(&self, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, self.sendable()).await;
-    }
-
     /// Resolves when `next_batch` may have something new. The consumer's own timer guards
     /// against a missed wake-up (one timer for the connection, not one per wait).
     pub async fn sendable(&self) {
