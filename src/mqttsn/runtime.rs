@@ -271,13 +271,20 @@ pub async fn serve<S>(
             };
             send_udp(&sockets, &mut udp_out).await;
             match a {
-                Action::Send { to, bytes } => send(&sockets, &serial_tx, to, &bytes).await,
+                Action::Send {
+                    to: Peer::Serial(line),
+                    bytes,
+                } => send_serial(&serial_tx, line, bytes),
+                // Taken above.
+                Action::Send {
+                    to: Peer::Udp(_), ..
+                } => {}
                 Action::Broadcast { bytes } => {
-                    if let Some(to) = advertise_to {
-                        send(&sockets, &serial_tx, Peer::Udp(to), &bytes).await;
-                    }
                     for tx in serial_tx.values() {
                         let _ = tx.try_send(bytes.clone());
+                    }
+                    if let Some(to) = advertise_to {
+                        udp_out.push((to, bytes));
                     }
                 }
                 Action::Publish {
@@ -340,7 +347,7 @@ fn udp_route(
     let i = sockets
         .iter()
         .position(|(_, l)| l.is_ipv4() == addr.is_ipv4())
-        .or(if sockets.is_empty() { None } else { Some(0) })?;
+        .or((!sockets.is_empty()).then_some(0))?;
     let target = match (addr, sockets[i].1) {
         (SocketAddr::V4(v4), SocketAddr::V6(_)) => {
             SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
@@ -386,34 +393,12 @@ async fn send_udp(sockets: &[(Arc<UdpSocket>, SocketAddr)], out: &mut Vec<(Socke
     out.clear();
 }
 
-async fn send(
-    sockets: &[(Arc<UdpSocket>, SocketAddr)],
-    serial: &HashMap<u16, mpsc::Sender<Vec<u8>>>,
-    to: Peer,
-    bytes: &[u8],
-) {
-    match to {
-        Peer::Udp(addr) => {
-            let Some((i, target)) = udp_route(sockets, addr) else {
-                return;
-            };
-            let s = &sockets[i].0;
-            if let Err(e) = s.try_send_to(bytes, target) {
-                if e.kind() == std::io::ErrorKind::WouldBlock {
-                    let _ = s.send_to(bytes, target).await;
-                } else {
-                    super::gateway::count_drop("udp_send_error");
-                    tracing::debug!(peer = %addr, error = %e, "mqttsn: UDP send failed");
-                }
-            }
-        }
-        Peer::Serial(i) => {
-            if let Some(tx) = serial.get(&i)
-                && tx.try_send(bytes.to_vec()).is_err()
-            {
-                super::gateway::count_drop("serial_backlog");
-            }
-        }
+/// Queues a frame for a serial line; a line that cannot keep up loses it (counted).
+fn send_serial(serial: &HashMap<u16, mpsc::Sender<Vec<u8>>>, line: u16, bytes: Vec<u8>) {
+    if let Some(tx) = serial.get(&line)
+        && tx.try_send(bytes).is_err()
+    {
+        super::gateway::count_drop("serial_backlog");
     }
 }
 
