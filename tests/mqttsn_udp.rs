@@ -354,3 +354,31 @@ async fn ten_thousand_fake_client_ids_do_not_lock_out_an_allowed_client() {
     let real = Client::new(h.addr).await;
     real.connect("real", 30).await;
 }
+
+/// ADVERTISE goes out over UDP to the configured address, first at start and then every
+/// interval (sent through the same batched path as every other datagram).
+#[tokio::test]
+async fn advertise_reaches_the_configured_address() {
+    let listener = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = listener.local_addr().unwrap();
+    let _h = start(|c| {
+        c.advertise = Some(edgebus::mqttsn::config::AdvertiseConfig {
+            interval: Duration::from_secs(1),
+            address: to,
+        });
+    })
+    .await;
+    let mut buf = [0u8; 64];
+    for _ in 0..2 {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), listener.recv_from(&mut buf))
+            .await
+            .expect("an ADVERTISE within 5 s")
+            .unwrap();
+        let d = edgebus::mqttsn::codec::decode(&buf[..n]).unwrap();
+        assert!(
+            matches!(d.packet, Packet::Advertise { duration: 1, .. }),
+            "{:?}",
+            d.packet
+        );
+    }
+}
